@@ -1,0 +1,160 @@
+"""Exact posterior score: the pivot and the posterior predictions (METHOD.md, "The identity").
+
+Given ``x_t = a x0 + s e`` and ``y = A x0 + s_y n``, the pair is a Gaussian observation of
+``x0`` with sufficient statistic
+
+    m = S_t ( (a/s^2) x_t + A^T y / s_y^2 ),    S_t = ( (a^2/s^2) I + A^T A / s_y^2 )^{-1},
+
+so ``E[x0 | x_t, y] = D*(m; S_t)`` (the MMSE denoiser for ``m = x0 + N(0, S_t)``) and
+``grad log p(x_t | y) = (a D*(m; S_t) - x_t) / s^2``.
+
+A *denoiser* here is any callable ``D(m, noise) -> x0`` where ``noise`` is the
+:class:`~exactps.covariance.PivotNoise` ``S_t``; an *x0-predictor* is ``(x_t, t) -> x0``, what
+the samplers consume. :class:`PosteriorPredictor` turns the first into the second.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from exactps.covariance import IsotropicNoise, PivotNoise
+from exactps.interpolants import Interpolant, eps_from_x0, score_from_x0
+from exactps.operators.base import LinearOperator
+
+__all__ = [
+    "Denoiser",
+    "PosteriorPredictor",
+    "X0Predictor",
+    "check_sigma_y",
+    "pivot",
+    "posterior_eps",
+    "posterior_score",
+    "posterior_x0",
+]
+
+Denoiser = Callable[[Tensor, PivotNoise], Tensor]
+X0Predictor = Callable[[Tensor, Tensor], Tensor]
+
+
+def check_sigma_y(sigma_y: float | Tensor, like: Tensor) -> Tensor:
+    """``s_y`` as a tensor of shape ``(1,)`` or ``(B,)``; raises on negative, NaN or bad shape."""
+    sy = torch.as_tensor(sigma_y, dtype=like.dtype, device=like.device).reshape(-1)
+    if sy.numel() not in (1, like.shape[0]):
+        raise ValueError(
+            f"sigma_y must be a scalar or have one value per batch element ({like.shape[0]}), "
+            f"got {sy.numel()} values"
+        )
+    if not torch.isfinite(sy).all():
+        raise ValueError(f"sigma_y must be finite, got {sigma_y}")
+    if (sy < 0).any():
+        raise ValueError(f"sigma_y must be >= 0, got {sigma_y}")
+    return sy
+
+
+def _check_x(x_t: Tensor) -> None:
+    if not isinstance(x_t, Tensor):
+        raise TypeError(f"x_t must be a torch.Tensor, got {type(x_t).__name__}")
+    if not x_t.is_floating_point():
+        raise TypeError(f"x_t must be a floating-point tensor, got {x_t.dtype}")
+    if not torch.isfinite(x_t).all():
+        raise ValueError("x_t contains NaN or infinite values")
+
+
+def pivot(
+    interp: Interpolant,
+    x_t: Tensor,
+    t: float | Tensor,
+    operator: LinearOperator | None = None,
+    y: Tensor | None = None,
+    sigma_y: float | Tensor = 0.0,
+) -> tuple[Tensor, PivotNoise]:
+    """The pivot ``m`` and its noise covariance ``S_t`` (``m | x0 ~ N(x0, S_t)``).
+
+    With no ``operator`` (``A = 0``) this is the unconditional denoiser's input
+    ``m = x_t / a`` with ``S_t = (s/a)^2 I``.
+    """
+    _check_x(x_t)
+    tt = interp.check_t(t, x_t).reshape(-1)
+    if tt.numel() not in (1, x_t.shape[0]):
+        raise ValueError(f"t must be a scalar or have shape ({x_t.shape[0]},), got {tuple(tt.shape)}")
+    a, s = interp.alpha(tt), interp.sigma(tt)
+    rho = s / a
+    x_scaled = x_t / a.reshape(-1, *([1] * (x_t.ndim - 1)))
+    if operator is None:
+        if y is not None:
+            raise ValueError("y was given without an operator")
+        return x_scaled, IsotropicNoise(rho)
+    if y is None:
+        raise ValueError("an operator was given without the measurement y")
+    operator.check_image(x_t, "x_t")
+    operator.check_measurement(y, "y")
+    if y.shape[0] != x_t.shape[0]:
+        if y.shape[0] != 1:
+            raise ValueError(f"y has batch size {y.shape[0]} but x_t has {x_t.shape[0]} (use 1 to share y)")
+        y = y.expand(x_t.shape[0], *y.shape[1:])
+    sy = check_sigma_y(sigma_y, x_t)
+    return operator.pivot(x_scaled, rho, y, sy)
+
+
+@dataclass
+class PosteriorPredictor:
+    """``(x_t, t) -> E[x0 | x_t, y] = D(m(x_t, y, t); S_t)``: EPS for any sampler.
+
+    With ``operator=None`` it is the prior's x0-predictor ``D(x_t/a; (s/a)^2 I)``, so the same
+    samplers draw from the prior and from the posterior.
+    """
+
+    denoiser: Denoiser
+    interp: Interpolant
+    operator: LinearOperator | None = None
+    y: Tensor | None = None
+    sigma_y: float | Tensor = 0.0
+
+    def __call__(self, x_t: Tensor, t: Tensor) -> Tensor:
+        m, noise = pivot(self.interp, x_t, t, self.operator, self.y, self.sigma_y)
+        return self.denoiser(m, noise)
+
+
+def posterior_x0(
+    denoiser: Denoiser,
+    interp: Interpolant,
+    x_t: Tensor,
+    t: float | Tensor,
+    operator: LinearOperator | None = None,
+    y: Tensor | None = None,
+    sigma_y: float | Tensor = 0.0,
+) -> Tensor:
+    """``E[x0 | x_t, y] = D(m; S_t)``."""
+    return PosteriorPredictor(denoiser, interp, operator, y, sigma_y)(x_t, torch.as_tensor(t))
+
+
+def posterior_eps(
+    denoiser: Denoiser,
+    interp: Interpolant,
+    x_t: Tensor,
+    t: float | Tensor,
+    operator: LinearOperator | None = None,
+    y: Tensor | None = None,
+    sigma_y: float | Tensor = 0.0,
+) -> Tensor:
+    """``E[e | x_t, y] = (x_t - a E[x0 | x_t, y]) / s``."""
+    x0 = posterior_x0(denoiser, interp, x_t, t, operator, y, sigma_y)
+    return eps_from_x0(interp, x_t, x0, t)
+
+
+def posterior_score(
+    denoiser: Denoiser,
+    interp: Interpolant,
+    x_t: Tensor,
+    t: float | Tensor,
+    operator: LinearOperator | None = None,
+    y: Tensor | None = None,
+    sigma_y: float | Tensor = 0.0,
+) -> Tensor:
+    """``grad_{x_t} log p(x_t | y) = (a D(m; S_t) - x_t) / s^2`` (exact for the MMSE denoiser)."""
+    x0 = posterior_x0(denoiser, interp, x_t, t, operator, y, sigma_y)
+    return score_from_x0(interp, x_t, x0, t)
