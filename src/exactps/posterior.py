@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from exactps.covariance import IsotropicNoise, PivotNoise
-from exactps.interpolants import Interpolant, eps_from_x0, score_from_x0
+from exactps.interpolants import Interpolant, as_time, eps_from_x0, score_from_x0
 from exactps.operators.base import LinearOperator
 
 __all__ = [
@@ -129,7 +129,7 @@ def posterior_x0(
     sigma_y: float | Tensor = 0.0,
 ) -> Tensor:
     """``E[x0 | x_t, y] = D(m; S_t)``."""
-    return PosteriorPredictor(denoiser, interp, operator, y, sigma_y)(x_t, torch.as_tensor(t))
+    return PosteriorPredictor(denoiser, interp, operator, y, sigma_y)(x_t, as_time(t, x_t))
 
 
 def posterior_eps(

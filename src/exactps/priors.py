@@ -66,8 +66,9 @@ class GaussianMixture:
         generator: torch.Generator | None = None,
         scale: float = 0.5,
         rank: int | None = None,
+        decades: float = 3.0,
     ) -> GaussianMixture:
-        """A random mixture with anisotropic, correlated covariances (spectra spanning decades)."""
+        """A random mixture with anisotropic, correlated covariances (spectra spanning ``decades``)."""
         d = math.prod(img_shape)
         kw = {"generator": generator, "dtype": torch.float64}
         w = torch.rand(n_components, **kw) + 0.5
@@ -76,7 +77,7 @@ class GaussianMixture:
         covs = []
         for _ in range(n_components):
             q, _ = torch.linalg.qr(torch.randn(d, d, **kw))
-            spec = (0.3 * scale) ** 2 * torch.logspace(0, -3, d, dtype=torch.float64)
+            spec = (0.3 * scale) ** 2 * torch.logspace(0, -decades, d, dtype=torch.float64)
             spec[rank:] = spec[rank:] * 1e-3
             covs.append((q * spec) @ q.T)
         return GaussianMixture(w / w.sum(), means, torch.stack(covs), tuple(img_shape))
@@ -117,6 +118,10 @@ class GaussianMixture:
         """``p(x0 | y)`` for ``y = A x0 + N(0, s_y^2 I)`` with a dense ``A`` (``s_y = 0`` allowed)."""
         a_mat = a_mat.to(torch.float64)
         yv = y.reshape(-1).to(torch.float64)
+        if sigma_y == 0:  # keep only the measured directions: y_r = U_r^T y = diag(k_r) V_r^T x0
+            u, k, vt = torch.linalg.svd(a_mat, full_matrices=False)
+            keep = k > 1e-12 * k.max()
+            a_mat, yv = k[keep].unsqueeze(1) * vt[keep], u[:, keep].T @ yv
         ac = a_mat @ self.covs  # (K, m, d)
         gram = ac @ a_mat.T + sigma_y**2 * torch.eye(a_mat.shape[0], dtype=torch.float64)
         chol = torch.linalg.cholesky(gram)
@@ -248,6 +253,4 @@ def _as64(noise: PivotNoise) -> PivotNoise:
 
 
 def _to64(op: LinearOperator) -> LinearOperator:
-    import copy
-
-    return copy.deepcopy(op).to(torch.float64)
+    return op.to_dtype(torch.float64)

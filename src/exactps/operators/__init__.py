@@ -6,6 +6,7 @@ from exactps.operators.base import (
     SpectralOperator,
     conjugate_gradient,
 )
+from exactps.operators.dense import DenseOperator
 from exactps.operators.generators import box_masks, gaussian_kernel, motion_kernels, random_masks
 from exactps.operators.library import (
     AvgPoolSR,
@@ -23,6 +24,7 @@ __all__ = [
     "Blur",
     "Colorize",
     "Denoise",
+    "DenseOperator",
     "Inpaint",
     "LinearOperator",
     "MatrixFreeOperator",

@@ -87,6 +87,20 @@ class LinearOperator(nn.Module):
     def batch(self) -> int:
         return 1
 
+    def to_dtype(self, dtype: torch.dtype) -> LinearOperator:
+        """A copy in ``dtype``; complex buffers (e.g. FFT phases) become the matching complex type."""
+        import copy
+
+        out = copy.deepcopy(self)
+        cdtype = torch.complex128 if dtype == torch.float64 else torch.complex64
+        for module in out.modules():
+            for name, buf in list(module.named_buffers(recurse=False)):
+                if buf.is_complex():
+                    module._buffers[name] = buf.to(cdtype)
+                elif buf.is_floating_point():
+                    module._buffers[name] = buf.to(dtype)
+        return out
+
     def check_image(self, x: Tensor, name: str = "x") -> None:
         """Raise a ``ValueError``/``TypeError`` naming ``name`` if ``x`` does not fit this operator."""
         _check_tensor(name, x, self.img_shape, self._ref())
@@ -158,8 +172,16 @@ class SpectralOperator(LinearOperator):
 
     @property
     def batch(self) -> int:
-        sv = self.physics.mask
-        return int(sv.shape[0]) if isinstance(sv, Tensor) and sv.ndim > 0 else 1
+        return int(self.singular_values(self.coef_ndim).shape[0])
+
+    @property
+    def coef_ndim(self) -> int:
+        """Number of dimensions of the coefficients ``V^T x`` (batch included)."""
+        if not hasattr(self, "_coef_ndim"):
+            probe = torch.zeros(1, *self.img_shape, dtype=self._dtype(), device=self._device())
+            with torch.no_grad():
+                self._coef_ndim = self.Vt(probe).ndim
+        return self._coef_ndim
 
     def Vt(self, x: Tensor) -> Tensor:
         """Coefficients ``V^T x``."""

@@ -181,7 +181,8 @@ class SeparableSR(SpectralOperator):
             raise ValueError(f"factor {factor} must divide the image size {img_shape[1:]}")
         reference = dinv.physics.Downsampling(
             img_size=(1, *img_shape[1:]), filter=filter, factor=factor, padding="circular"
-        ).to(torch.float64)
+        )
+        reference.filter = reference.filter.to(torch.float64)
         a_h, a_w = separable_factors(reference, img_shape, torch.float64)
         physics = _SeparablePhysics(a_h, a_w).to(dtype)
         self.factor = factor
@@ -219,6 +220,8 @@ class Colorize(SpectralOperator):
         if img_shape[0] != 3:
             raise ValueError(f"colorization needs 3-channel images, got img_shape {img_shape}")
         physics = dinv.physics.Decolorize(channels=3, srf=srf).to(dtype)
+        # deepinv normalises in float32; recompute so that V = w / ||w|| is orthonormal in ``dtype``
+        physics.mask = torch.linalg.vector_norm(physics.srf, dim=1, keepdim=True)
         super().__init__(physics, img_shape, full_basis=False)
 
 
