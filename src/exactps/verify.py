@@ -23,24 +23,13 @@ from torch import Tensor
 
 from exactps.interpolants import Interpolant, get_interpolant
 from exactps.metrics import atom_tv, sliced_w2
-from exactps.operators import (
-    AvgPoolSR,
-    Blur,
-    Colorize,
-    Inpaint,
-    LinearOperator,
-    SeparableSR,
-    box_masks,
-    gaussian_kernel,
-    motion_kernels,
-    random_masks,
-)
+from exactps.operators import LinearOperator
 from exactps.posterior import PosteriorPredictor
 from exactps.priors import FiniteImagePrior, GaussianMixture, dense_matrix
 from exactps.samplers import sample
+from exactps.tasks import make_task_operator
 
 __all__ = [
-    "TASKS",
     "FiniteProblem",
     "GMMProblem",
     "exactness_table",
@@ -49,35 +38,7 @@ __all__ = [
     "gmm_sw2_ratio",
     "make_finite_problem",
     "make_gmm_problem",
-    "make_task_operator",
 ]
-
-TASKS = ("sr4", "sr2-avg", "inpaint-box", "inpaint-random", "deblur-gauss", "deblur-motion", "colorize")
-
-
-def make_task_operator(
-    task: str, img_shape: tuple[int, int, int], generator: torch.Generator, dtype: torch.dtype
-) -> LinearOperator:
-    """One benchmark operator scaled to ``img_shape`` (box of half the side, 70% pixels missing, ...)."""
-    c, h, w = img_shape
-    if task == "sr4":
-        return SeparableSR(img_shape, 4, dtype=dtype)
-    if task == "sr2-avg":
-        return AvgPoolSR(img_shape, 2, dtype=dtype)
-    if task == "inpaint-box":
-        return Inpaint(box_masks(img_shape, 1, (h // 2, w // 2), generator).to(dtype), img_shape)
-    if task == "inpaint-random":
-        return Inpaint(random_masks(img_shape, 1, 0.7, generator).to(dtype), img_shape)
-    if task == "deblur-gauss":
-        return Blur(gaussian_kernel(max(0.5, h / 16), size=min(h, w) // 2 * 2 - 1).to(dtype), img_shape)
-    if task == "deblur-motion":
-        return Blur(motion_kernels(1, min(h, w) // 2 * 2 - 1, generator).to(dtype), img_shape)
-    if task == "colorize":
-        if c != 3:
-            raise ValueError("colorize needs 3-channel images")
-        return Colorize(img_shape, dtype=dtype)
-    raise ValueError(f"unknown task {task!r}; choose one of {TASKS}")
-
 
 Predictor = Callable[[Tensor, Tensor], Tensor]
 
@@ -225,12 +186,32 @@ def exactness_table(
             for smp in samplers:
                 for nfe in nfes:
                     g = torch.Generator().manual_seed(seed + 7)
-                    out = sample(gp.predictor(interp), interp, shape, smp, nfe, generator=g, dtype=torch.float64)
+                    out = sample(
+                        gp.predictor(interp), interp, shape, smp, nfe, generator=g, dtype=torch.float64
+                    )
                     emit(Row("gmm", task, name, smp, nfe, out.nfe, "sw2/floor", gmm_sw2_ratio(gp, out.x)))
             g = torch.Generator().manual_seed(seed + 7)
-            out = sample(gp.predictor(interp, use_y=False), interp, shape, "ddim", max(nfes), generator=g,
-                         dtype=torch.float64)
-            emit(Row("gmm", task, name, "prior (ignores y)", max(nfes), out.nfe, "sw2/floor", gmm_sw2_ratio(gp, out.x)))
+            out = sample(
+                gp.predictor(interp, use_y=False),
+                interp,
+                shape,
+                "ddim",
+                max(nfes),
+                generator=g,
+                dtype=torch.float64,
+            )
+            emit(
+                Row(
+                    "gmm",
+                    task,
+                    name,
+                    "prior (ignores y)",
+                    max(nfes),
+                    out.nfe,
+                    "sw2/floor",
+                    gmm_sw2_ratio(gp, out.x),
+                )
+            )
         if finite_atoms is None:
             continue
         fp = make_finite_problem(task, finite_atoms, seed=seed)
@@ -240,12 +221,32 @@ def exactness_table(
             for smp in list(finite_samplers or samplers):
                 for nfe in nfes:
                     g = torch.Generator().manual_seed(seed + 11)
-                    out = sample(fp.predictor(interp), interp, fshape, smp, nfe, generator=g, dtype=torch.float64)
+                    out = sample(
+                        fp.predictor(interp), interp, fshape, smp, nfe, generator=g, dtype=torch.float64
+                    )
                     emit(Row("finite", task, name, smp, nfe, out.nfe, "atom TV", finite_tv(fp, out.x)))
             g = torch.Generator().manual_seed(seed + 11)
-            out = sample(fp.predictor(interp, use_y=False), interp, fshape, "ddim", max(nfes), generator=g,
-                         dtype=torch.float64)
-            emit(Row("finite", task, name, "prior (ignores y)", max(nfes), out.nfe, "atom TV", finite_tv(fp, out.x)))
+            out = sample(
+                fp.predictor(interp, use_y=False),
+                interp,
+                fshape,
+                "ddim",
+                max(nfes),
+                generator=g,
+                dtype=torch.float64,
+            )
+            emit(
+                Row(
+                    "finite",
+                    task,
+                    name,
+                    "prior (ignores y)",
+                    max(nfes),
+                    out.nfe,
+                    "atom TV",
+                    finite_tv(fp, out.x),
+                )
+            )
     return rows
 
 
@@ -257,8 +258,11 @@ def format_table(rows: list[Row]) -> str:
         block = [r for r in rows if (r.prior, r.task) == (prior, task)]
         metric = block[0].metric
         nfe_cols = sorted({r.budget for r in block if not r.sampler.startswith("prior")})
-        out.append(f"\n## {prior} prior, {task}: {metric} (lower is better; 1.0 = exact)"
-                   if metric.startswith("sw2") else f"\n## {prior} prior, {task}: {metric} (0 = exact)")
+        out.append(
+            f"\n## {prior} prior, {task}: {metric} (lower is better; 1.0 = exact)"
+            if metric.startswith("sw2")
+            else f"\n## {prior} prior, {task}: {metric} (0 = exact)"
+        )
         header = f"{'interpolant':<11} {'sampler':<18}" + "".join(f"{'NFE ' + str(n):>10}" for n in nfe_cols)
         out.append(header)
         out.append("-" * len(header))
@@ -268,8 +272,6 @@ def format_table(rows: list[Row]) -> str:
             if smp.startswith("prior"):
                 cells = f"{vals[max(vals)]:>10.3f}" + f"  (at NFE {max(vals)})"
             else:
-                cells = "".join(
-                    f"{vals[n]:>10.3f}" if n in vals else f"{'':>10}" for n in nfe_cols
-                )
+                cells = "".join(f"{vals[n]:>10.3f}" if n in vals else f"{'':>10}" for n in nfe_cols)
             out.append(f"{interp:<11} {smp:<18}{cells}")
     return "\n".join(out)
