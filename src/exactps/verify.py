@@ -49,6 +49,7 @@ class GMMProblem:
 
     prior: GaussianMixture
     operator: LinearOperator
+    x0: Tensor  # the ground truth behind y
     y: Tensor
     sigma_y: float
     posterior: GaussianMixture
@@ -82,7 +83,7 @@ def make_gmm_problem(
     reference = post.sample(n_samples, g)
     other = post.sample(n_samples, g)
     floor = sliced_w2(other, reference, n_proj, torch.Generator().manual_seed(seed + 1))
-    return GMMProblem(prior, op, y, sigma_y, post, reference, floor, n_proj, seed + 1)
+    return GMMProblem(prior, op, x0, y, sigma_y, post, reference, floor, n_proj, seed + 1)
 
 
 def gmm_sw2_ratio(problem: GMMProblem, samples: Tensor) -> float:
@@ -97,6 +98,7 @@ class FiniteProblem:
 
     prior: FiniteImagePrior
     operator: LinearOperator
+    x0: Tensor  # the ground truth behind y (atom 0)
     y: Tensor
     sigma_y: float
     weights: Tensor
@@ -116,8 +118,11 @@ def make_finite_problem(
     atoms: Tensor,
     target_perplexity: float = 4.0,
     seed: int = 0,
+    sigma_y: float | None = None,
 ) -> FiniteProblem:
     """Measure atom 0 and pick ``s_y`` so that ``p(x_k | y)`` spreads over about ``target_perplexity`` atoms.
+
+    (Or use a given ``sigma_y``.)
 
     With ``s_y`` too small the posterior is one atom and every consistent sampler scores 0;
     the spread makes the atom frequencies a sharp test of the posterior's weights.
@@ -128,6 +133,9 @@ def make_finite_problem(
     op = make_task_operator(task, tuple(atoms.shape[1:]), g, torch.float64)
     clean = op.A(atoms[:1])
     z = torch.randn(clean.shape, generator=g, dtype=torch.float64)
+    if sigma_y is not None:  # a fixed noise level instead of a target spread
+        y = clean + sigma_y * z
+        return FiniteProblem(prior, op, atoms[:1], y, sigma_y, prior.posterior_weights(op, y, sigma_y))
     lo, hi = -6.0, 3.0  # bisection on log s_y
     for _ in range(60):
         mid = 0.5 * (lo + hi)
@@ -136,7 +144,7 @@ def make_finite_problem(
         lo, hi = (mid, hi) if _perplexity(w) < target_perplexity else (lo, mid)
     sy = math.exp(0.5 * (lo + hi))
     y = clean + sy * z
-    return FiniteProblem(prior, op, y, sy, prior.posterior_weights(op, y, sy))
+    return FiniteProblem(prior, op, atoms[:1], y, sy, prior.posterior_weights(op, y, sy))
 
 
 def finite_tv(problem: FiniteProblem, samples: Tensor) -> float:
@@ -186,9 +194,7 @@ def exactness_table(
             for smp in samplers:
                 for nfe in nfes:
                     g = torch.Generator().manual_seed(seed + 7)
-                    out = sample(
-                        gp.predictor(interp), interp, shape, smp, nfe, generator=g, dtype=torch.float64
-                    )
+                    out = sample(gp.predictor(interp), interp, shape, smp, nfe, generator=g, dtype=torch.float64)
                     emit(Row("gmm", task, name, smp, nfe, out.nfe, "sw2/floor", gmm_sw2_ratio(gp, out.x)))
             g = torch.Generator().manual_seed(seed + 7)
             out = sample(
@@ -221,9 +227,7 @@ def exactness_table(
             for smp in list(finite_samplers or samplers):
                 for nfe in nfes:
                     g = torch.Generator().manual_seed(seed + 11)
-                    out = sample(
-                        fp.predictor(interp), interp, fshape, smp, nfe, generator=g, dtype=torch.float64
-                    )
+                    out = sample(fp.predictor(interp), interp, fshape, smp, nfe, generator=g, dtype=torch.float64)
                     emit(Row("finite", task, name, smp, nfe, out.nfe, "atom TV", finite_tv(fp, out.x)))
             g = torch.Generator().manual_seed(seed + 11)
             out = sample(
