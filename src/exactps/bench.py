@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -21,7 +22,7 @@ from exactps.metrics import psnr
 from exactps.samplers import initial_noise, sample
 from exactps.verify import FiniteProblem, GMMProblem, finite_tv, gmm_sw2_ratio, make_finite_problem, make_gmm_problem
 
-__all__ = ["BENCH_TASKS", "BenchRow", "format_bench", "run_bench"]
+__all__ = ["BENCH_TASKS", "BenchRow", "format_bench", "plot_bench", "run_bench"]
 
 BENCH_TASKS = ("sr4", "inpaint-box", "inpaint-random", "deblur-gauss", "deblur-motion")
 
@@ -187,3 +188,28 @@ def format_bench(rows: list[BenchRow]) -> str:
             cost = f"{r.method:<28}{r.nfe:>6}{r.vjp:>6}{1000 * r.sec_per_sample:>11.2f}"
             out.append(f"{cost}{r.value:>11.3f}{r.mean_psnr:>11.2f}")
     return "\n".join(out)
+
+
+def plot_bench(rows: list[BenchRow], path: str | Path) -> None:
+    """Error vs cost (network evaluations + backward passes), one panel per (prior, task)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = list(dict.fromkeys((r.prior, r.task) for r in rows))
+    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.6), squeeze=False)
+    for ax, (prior, task) in zip(axes[0], keys, strict=True):
+        block = [r for r in rows if (r.prior, r.task) == (prior, task) and r.nfe > 0]
+        for r in block:
+            eps = r.method.startswith("EPS")
+            ax.scatter(r.nfe + r.vjp, r.value, marker="o" if eps else "s", c="tab:blue" if eps else "tab:red")
+            ax.annotate(r.method.replace("EPS ", ""), (r.nfe + r.vjp, r.value), fontsize=6)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("network evaluations + backward passes")
+        ax.set_ylabel(block[0].metric if block else "")
+        ax.set_title(f"{prior}: {task}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -31,6 +31,11 @@ def per_batch(v: Tensor, ndim: int) -> Tensor:
     return v.reshape(-1, *([1] * (ndim - 1)))
 
 
+def _pick(v: Tensor, b: int) -> Tensor:
+    """Element ``b`` of a per-batch tensor (leading size ``B``), or ``v`` itself when shared (size 1)."""
+    return v[b : b + 1] if v.shape[0] > 1 else v
+
+
 class PivotNoise(ABC):
     """Covariance ``S_t`` of the pivot: ``m = x0 + N(0, S_t)``.
 
@@ -71,11 +76,15 @@ class PivotNoise(ABC):
             d *= n
         ref = self.rho
         eye = torch.eye(d, dtype=ref.dtype, device=ref.device).reshape(d, *img_shape)
-        batch = self.rho.shape[0]
         cols = []
-        for b in range(batch):
+        for b in range(self.batch):
             cols.append(self._select(b).mul(eye).reshape(d, d).T)
         return torch.stack(cols)
+
+    @property
+    def batch(self) -> int:
+        """Number of distinct covariances: 1 when shared by the whole batch, else ``B``."""
+        return max(self.rho.shape[0], self.sigma_y.shape[0])
 
     @abstractmethod
     def _select(self, b: int) -> PivotNoise:
@@ -106,7 +115,7 @@ class IsotropicNoise(PivotNoise):
         return per_batch(self.rho, like.ndim) * z
 
     def _select(self, b: int) -> IsotropicNoise:
-        return IsotropicNoise(self.rho[b : b + 1])
+        return IsotropicNoise(_pick(self.rho, b))
 
 
 class SpectralNoise(PivotNoise):
@@ -145,10 +154,13 @@ class SpectralNoise(PivotNoise):
         z = torch.randn(like.shape, generator=generator, dtype=like.dtype, device=like.device)
         return self.sqrt_mul(z)
 
+    @property
+    def batch(self) -> int:
+        return max(super().batch, self.var.shape[0], self.operator.batch)
+
     def _select(self, b: int) -> SpectralNoise:
         op = self.operator.select(b)
-        var = self.var[b : b + 1] if self.var.shape[0] > 1 else self.var
-        return SpectralNoise(op, var, self.rho[b : b + 1], self.sigma_y[b : b + 1])
+        return SpectralNoise(op, _pick(self.var, b), _pick(self.rho, b), _pick(self.sigma_y, b))
 
 
 class MatrixFreeNoise(PivotNoise):
@@ -168,8 +180,9 @@ class MatrixFreeNoise(PivotNoise):
         rho2 = per_batch(self.rho, x.ndim) ** 2
         sy2 = per_batch(self.sigma_y, x.ndim) ** 2
         noiseless = sy2 == 0
-        # (s_y^2 I + rho^2 A^T A) z = x, then S x = rho^2 s_y^2 z
-        z = op.solve_regularized(x, rho2, sy2)
+        # (s_y^2 I + rho^2 A^T A) z = x, then S x = rho^2 s_y^2 z; noiseless elements are solved
+        # below (the system would be singular and inconsistent for them)
+        z = op.solve_regularized(x, rho2, torch.where(noiseless, torch.ones_like(sy2), sy2))
         general = rho2 * sy2 * z
         if not bool(noiseless.any()):
             return general
@@ -203,12 +216,12 @@ class MatrixFreeNoise(PivotNoise):
         sy = per_batch(self.sigma_y, like.ndim)
         # S (z1/rho + A^T z2/s_y) = rho^2 s_y^2 M^{-1} (z1/rho + A^T z2/s_y),  M = s_y^2 + rho^2 A^T A
         rhs = sy**2 * rho * z1 + rho**2 * sy * op.At(z2)
-        general = op.solve_regularized(rhs, rho**2, sy**2)
         noiseless = sy == 0
+        general = op.solve_regularized(rhs, rho**2, torch.where(noiseless, torch.ones_like(sy), sy) ** 2)
         if not bool(noiseless.any()):
             return general
         w = op.solve_regularized(op.At(op.A(z1)), torch.ones_like(rho), torch.zeros_like(sy))
         return torch.where(noiseless, rho * (z1 - w), general)
 
     def _select(self, b: int) -> MatrixFreeNoise:
-        return MatrixFreeNoise(self.operator.select(b), self.rho[b : b + 1], self.sigma_y[b : b + 1])
+        return MatrixFreeNoise(self.operator.select(b), _pick(self.rho, b), _pick(self.sigma_y, b))

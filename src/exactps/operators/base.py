@@ -30,11 +30,17 @@ __all__ = ["LinearOperator", "MatrixFreeOperator", "SpectralOperator", "default_
 
 
 def default_rcond(dtype: torch.dtype) -> float:
-    """Relative cut-off below which singular values count as zero when ``s_y = 0``."""
-    return 1e-10 if dtype == torch.float64 else 1e-5
+    """Relative cut-off ``rcond``: singular values ``k <= rcond * max k`` count as zero when ``s_y = 0``."""
+    return 1e-5 if dtype == torch.float64 else 3e-3
 
 
-def _check_tensor(name: str, v: Tensor, shape: tuple[int, ...], ref: Tensor | None) -> None:
+def _check_tensor(
+    name: str,
+    v: Tensor,
+    shape: tuple[int, ...],
+    dtype: torch.dtype | None,
+    device: torch.device | None,
+) -> None:
     if not isinstance(v, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(v).__name__}")
     if tuple(v.shape[1:]) != tuple(shape) or v.ndim != len(shape) + 1:
@@ -43,11 +49,10 @@ def _check_tensor(name: str, v: Tensor, shape: tuple[int, ...], ref: Tensor | No
         )
     if not v.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor, got {v.dtype}")
-    if ref is not None:
-        if v.dtype != ref.dtype:
-            raise TypeError(f"{name} has dtype {v.dtype} but the operator uses {ref.dtype}")
-        if v.device != ref.device:
-            raise TypeError(f"{name} is on {v.device} but the operator is on {ref.device}")
+    if dtype is not None and v.dtype != dtype:
+        raise TypeError(f"{name} has dtype {v.dtype} but the operator uses {dtype}")
+    if device is not None and v.device != device:
+        raise TypeError(f"{name} is on {v.device} but the operator is on {device}")
     if not torch.isfinite(v).all():
         raise ValueError(f"{name} contains NaN or infinite values")
 
@@ -56,11 +61,14 @@ class LinearOperator(nn.Module):
     """A linear operator ``A: R^{img_shape} -> R^{meas_shape}`` with a measurement model.
 
     ``batch`` is 1 for an operator shared by the whole batch, or the number of batch
-    elements when each has its own (mask, kernel, ...).
+    elements when each has its own (mask, kernel, ...). The dtype and device are those of the
+    physics' floating-point buffers; ``dtype`` declares the dtype of a physics that has none
+    (e.g. closures over a matrix).
     """
 
-    def __init__(self, physics: LinearPhysics, img_shape: tuple[int, ...]):
+    def __init__(self, physics: LinearPhysics, img_shape: tuple[int, ...], dtype: torch.dtype | None = None):
         super().__init__()
+        self._declared_dtype = dtype
         self.physics = physics
         self.img_shape = tuple(int(n) for n in img_shape)
         with torch.no_grad():
@@ -77,7 +85,9 @@ class LinearOperator(nn.Module):
 
     def _dtype(self) -> torch.dtype:
         ref = self._ref()
-        return ref.dtype if ref is not None else torch.get_default_dtype()
+        if ref is not None:
+            return ref.dtype
+        return self._declared_dtype if self._declared_dtype is not None else torch.get_default_dtype()
 
     def _device(self) -> torch.device:
         ref = self._ref()
@@ -99,15 +109,23 @@ class LinearOperator(nn.Module):
                     module._buffers[name] = buf.to(cdtype)
                 elif buf.is_floating_point():
                     module._buffers[name] = buf.to(dtype)
+        out._declared_dtype = dtype
         return out
+
+    def _expected(self) -> tuple[torch.dtype | None, torch.device | None]:
+        """The dtype and device inputs must have (``None``: not known, not checked)."""
+        ref = self._ref()
+        if ref is not None:
+            return ref.dtype, ref.device
+        return self._declared_dtype, None
 
     def check_image(self, x: Tensor, name: str = "x") -> None:
         """Raise a ``ValueError``/``TypeError`` naming ``name`` if ``x`` does not fit this operator."""
-        _check_tensor(name, x, self.img_shape, self._ref())
+        _check_tensor(name, x, self.img_shape, *self._expected())
         self._check_batch(name, x.shape[0])
 
     def check_measurement(self, y: Tensor, name: str = "y") -> None:
-        _check_tensor(name, y, self.meas_shape, self._ref())
+        _check_tensor(name, y, self.meas_shape, *self._expected())
         self._check_batch(name, y.shape[0])
 
     def _check_batch(self, name: str, n: int) -> None:
@@ -217,8 +235,8 @@ class SpectralOperator(LinearOperator):
         sy2 = per_batch(sigma_y, ut_r.ndim) ** 2
         k2 = k**2
         rcond = self.rcond if self.rcond is not None else default_rcond(x_scaled.dtype)
-        kmax2 = k2.reshape(k2.shape[0], -1).amax(dim=1)
-        measured = k2 > rcond * per_batch(kmax2, k2.ndim)
+        kmax = k.reshape(k.shape[0], -1).amax(dim=1)
+        measured = k > rcond * per_batch(kmax, k.ndim)
         # rho^2 s_y^2 / (k^2 rho^2 + s_y^2): the variance; the gain rho^2 k / (k^2 rho^2 + s_y^2)
         denom = k2 * rho2 + sy2
         usable = (sy2 > 0) | measured  # noiseless: tiny singular values count as unmeasured
@@ -242,8 +260,9 @@ class MatrixFreeOperator(LinearOperator):
         img_shape: tuple[int, ...],
         max_iter: int = 500,
         tol: float | None = None,
+        dtype: torch.dtype | None = None,
     ):
-        super().__init__(physics, img_shape)
+        super().__init__(physics, img_shape, dtype)
         self.max_iter = max_iter
         self.tol = tol
 

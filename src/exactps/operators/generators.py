@@ -2,11 +2,29 @@
 
 from __future__ import annotations
 
+import operator
+
 import deepinv as dinv
 import torch
 from torch import Tensor
 
 __all__ = ["box_masks", "gaussian_kernel", "motion_kernels", "random_masks"]
+
+
+def _positive_int(name: str, v: int) -> int:
+    try:
+        n = operator.index(v)
+    except TypeError:
+        n = 0
+    if n < 1:
+        raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    return n
+
+
+def _img_shape(img_shape: tuple[int, ...]) -> tuple[int, int, int]:
+    if len(img_shape) != 3 or min(img_shape) < 1:
+        raise ValueError(f"img_shape must be (C, H, W) with positive sizes, got {img_shape}")
+    return tuple(int(n) for n in img_shape)  # type: ignore[return-value]
 
 
 def random_masks(
@@ -19,7 +37,8 @@ def random_masks(
     """``(batch, C|1, H, W)`` masks that drop each pixel with probability ``p_missing``."""
     if not 0.0 <= p_missing < 1.0:
         raise ValueError(f"p_missing must be in [0, 1), got {p_missing}")
-    c, h, w = img_shape
+    c, h, w = _img_shape(img_shape)
+    _positive_int("batch", batch)
     shape = (batch, c if per_channel else 1, h, w)
     return (torch.rand(shape, generator=generator) >= p_missing).float()
 
@@ -32,8 +51,13 @@ def box_masks(
     margin: int = 0,
 ) -> Tensor:
     """``(batch, 1, H, W)`` masks with one ``box`` of zeros at a uniform position inside ``margin``."""
-    _, h, w = img_shape
+    _, h, w = _img_shape(img_shape)
+    _positive_int("batch", batch)
+    if len(box) != 2:
+        raise ValueError(f"box must be (height, width), got {box}")
     bh, bw = box
+    if margin < 0:
+        raise ValueError(f"margin must be >= 0, got {margin}")
     if bh + 2 * margin > h or bw + 2 * margin > w or min(bh, bw) < 1:
         raise ValueError(f"box {box} with margin {margin} does not fit in a {h}x{w} image")
     masks = torch.ones(batch, 1, h, w)
@@ -50,6 +74,7 @@ def gaussian_kernel(sigma: float, size: int | None = None) -> Tensor:
         raise ValueError(f"sigma must be positive, got {sigma}")
     if size is None:
         size = 2 * int(torch.ceil(torch.tensor(3.0 * sigma)).item()) + 1
+    _positive_int("size", size)
     r = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
     g = torch.exp(-0.5 * (r / sigma) ** 2)
     k = torch.outer(g, g)
@@ -64,6 +89,8 @@ def motion_kernels(
     sigma: float = 0.25,
 ) -> Tensor:
     """``(batch, 1, size, size)`` random motion-blur kernels (deepinv's Gaussian-process trajectories)."""
+    _positive_int("batch", batch)
+    _positive_int("size", size)
     gen = dinv.physics.generator.MotionBlurGenerator(
         psf_size=(size, size), rng=generator, l=length, sigma=sigma
     )

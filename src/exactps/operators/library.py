@@ -183,7 +183,13 @@ class SeparableSR(SpectralOperator):
             img_size=(1, *img_shape[1:]), filter=filter, factor=factor, padding="circular"
         )
         reference.filter = reference.filter.to(torch.float64)
-        a_h, a_w = separable_factors(reference, img_shape, torch.float64)
+        try:
+            a_h, a_w = separable_factors(reference, img_shape, torch.float64)
+        except RuntimeError as err:  # circular padding wider than the image
+            raise ValueError(
+                f"the {filter!r} filter of size {tuple(reference.filter.shape[-2:])} for factor {factor} "
+                f"is too large for images of size {img_shape[1:]} ({err})"
+            ) from err
         physics = _SeparablePhysics(a_h, a_w).to(dtype)
         self.factor = factor
         super().__init__(physics, img_shape, full_basis=False)
@@ -209,7 +215,7 @@ class Blur(SpectralOperator):
         super().__init__(physics, img_shape, full_basis=True)
 
     def _select_batch(self, b: int) -> Blur:
-        return Blur(self.physics.filter[b : b + 1, :1], self.img_shape)
+        return Blur(self.physics.filter[b : b + 1], self.img_shape)  # all channels: kernels may differ
 
 
 class Colorize(SpectralOperator):
