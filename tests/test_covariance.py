@@ -40,15 +40,6 @@ TOL = 1e-10  # closed form vs dense
 TOL_CG = 1e-8  # conjugate gradients (relative residual 1e-10) vs dense
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tensors are tiny: intra-op threads only add overhead (and stall on a busy machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 

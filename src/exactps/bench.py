@@ -22,7 +22,7 @@ from exactps.metrics import psnr
 from exactps.samplers import initial_noise, sample
 from exactps.verify import FiniteProblem, GMMProblem, finite_tv, gmm_sw2_ratio, make_finite_problem, make_gmm_problem
 
-__all__ = ["BENCH_TASKS", "BenchRow", "format_bench", "plot_bench", "run_bench"]
+__all__ = ["BENCH_TASKS", "BenchRow", "format_bench", "plot_bench", "published_settings", "run_bench"]
 
 BENCH_TASKS = ("sr4", "inpaint-box", "inpaint-random", "deblur-gauss", "deblur-motion")
 
@@ -69,7 +69,28 @@ def _eps_runs(problem, n: int, specs: Iterable[tuple[str, str, int]], seed: int)
     return runs
 
 
-def _baseline_runs(problem, n: int, names: Iterable[str], seed: int) -> dict[str, _Run]:
+def published_settings(method: str, task: str) -> dict:
+    """Per-task hyper-parameters of the official configs (see :mod:`exactps.baselines`)."""
+    from exactps.baselines import DIFFPIR_ZETA, DPS_ZETA
+
+    family = {
+        "sr4": "sr",
+        "inpaint-box": "inpainting",
+        "inpaint-random": "inpainting",
+        "deblur-gauss": "gaussian_deblur",
+        "deblur-motion": "motion_deblur",
+    }.get(task)
+    if method == "dps" and family in DPS_ZETA:
+        return {"zeta": DPS_ZETA[family]}
+    if method == "diffpir" and family is not None:
+        key = "deblur" if family.endswith("deblur") else family
+        return {"zeta": DIFFPIR_ZETA[key], **({"steps": 20} if key == "inpainting" else {})}
+    return {}
+
+
+def _baseline_runs(
+    problem, task: str, n: int, names: Iterable[str], seed: int, overrides: dict[str, dict] | None = None
+) -> dict[str, _Run]:
     from exactps.baselines import BASELINES
 
     interp = VPLinear()
@@ -79,10 +100,12 @@ def _baseline_runs(problem, n: int, names: Iterable[str], seed: int) -> dict[str
     for name in names:
         method = BASELINES[name]
 
-        def go(method=method):
+        kwargs = {**published_settings(name, task), **(overrides or {}).get(name, {})}
+
+        def go(method=method, kwargs=kwargs):
             g = torch.Generator().manual_seed(seed)
             x_init = initial_noise(interp, shape, g, dtype=torch.float64)
-            out = method(predict, interp, problem.operator, problem.y, problem.sigma_y, x_init, generator=g)
+            out = method(predict, interp, problem.operator, problem.y, problem.sigma_y, x_init, generator=g, **kwargs)
             return out.x.detach(), out.nfe, out.vjp
 
         runs[name] = _timed(go)
@@ -134,8 +157,13 @@ def run_bench(
     sigma_y: float = 0.05,
     seed: int = 0,
     progress: Callable[[BenchRow], None] | None = None,
+    baseline_overrides: dict[str, dict] | None = None,
 ) -> list[BenchRow]:
-    """One block of rows per (prior, task). ``s_y = 0.05`` on [-1, 1] data, as in the papers."""
+    """One block of rows per (prior, task). ``s_y = 0.05`` on [-1, 1] data, as in the papers.
+
+    Baselines run with their published step counts and per-task settings
+    (:func:`published_settings`) unless ``baseline_overrides[name]`` says otherwise.
+    """
     rows: list[BenchRow] = []
     eps_specs = list(eps_specs)
     baselines = list(baselines)
@@ -150,7 +178,7 @@ def run_bench(
         for prior_name, problem, n in problems:
             runs = _reference_runs(problem, n, seed, 100)
             runs.update(_eps_runs(problem, n, eps_specs, seed))
-            runs.update(_baseline_runs(problem, n, baselines, seed))
+            runs.update(_baseline_runs(problem, task, n, baselines, seed, baseline_overrides))
             for method, run in runs.items():
                 if isinstance(problem, GMMProblem):
                     metric, value = "sw2/floor", gmm_sw2_ratio(problem, run.x)

@@ -45,6 +45,7 @@ def _add_verify(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--crop", type=int, default=32, help="crop size of the finite prior's images")
     p.add_argument("--finite-samples", type=int, default=500)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (small problems run fastest on 1)")
     p.add_argument("--out", type=Path, default=None, help="also write the rows to OUT.csv and OUT.json")
     p.add_argument("--force", action="store_true", help="overwrite existing output files")
     p.set_defaults(func=_run_verify)
@@ -112,6 +113,7 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--crop", type=int, default=32)
     p.add_argument("--finite-samples", type=int, default=200)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (small problems run fastest on 1)")
     p.add_argument("--out", type=Path, default=None, help="write OUT.csv, OUT.json and OUT.png (error vs cost)")
     p.add_argument("--force", action="store_true", help="overwrite existing output files")
     p.set_defaults(func=_run_bench)
@@ -195,6 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "threads", None):
+        torch.set_num_threads(args.threads)
     try:
         return int(args.func(args))
     except (ValueError, TypeError, FileNotFoundError) as err:
