@@ -1,0 +1,402 @@
+"""Denoiser networks: deepinv's DDPM++ backbone with matrix-valued EDM preconditioning (EPS).
+
+Backbone choice
+---------------
+The backbone is deepinv's :class:`~deepinv.models.NCSNpp` with ``model_type="ddpm"`` (EDM's
+DDPM++ U-Net), used through its ``forward_unet(x, c_noise, class_labels)``, which bypasses
+deepinv's own scalar preconditioning. Reasons:
+
+- it is fully convolutional (attention placement follows the preset's nominal resolution, but any
+  ``H, W`` divisible by ``2^(levels-1)`` runs), takes any number of input channels, and embeds the
+  noise level exactly as EDM (``c_noise = log(sigma)/4``, positional embedding);
+- preset ``base-64`` is exactly the architecture of EDM's FFHQ-64 VP checkpoint
+  (``edm-ffhq-64x64-uncond-vp`` in deepinv), so a pretrained unconditional denoiser loads
+  with :meth:`EPSDenoiser.load_backbone` and can be fine-tuned into an EPS denoiser;
+- its label path ``emb += Linear(labels)`` (added to the noise embedding before the embedding
+  MLP) carries the ``s_y`` embedding without touching deepinv's code.
+
+deepinv's :class:`~deepinv.models.ADMUNet` would work the same way, but its only checkpoint is
+class-conditional ImageNet-64 (~300M parameters), while NCSN++ (``model_type="ncsn"``) feeds the raw
+input to every encoder level (residual encoder), which makes extra input channels awkward.
+
+Conditioning (``conditioning=``)
+--------------------------------
+- ``"none"``: only ``c_noise = log(rho)/4``: the plain EDM denoiser (``label_dim = 0``).
+- ``"scalar"``: plus ``log(s_y)/4`` (clamped to ``[1e-3, 1e3]``, so ``s_y = inf``, no measurement,
+  and ``s_y = 0`` are finite), positionally embedded and added to the noise embedding through a
+  zero-initialised linear layer.
+- ``"map"``: plus ``C`` extra input channels holding the exact per-pixel diagonal of
+  ``S_t (sd^2 I + S_t)^{-1}`` (``l/(sd^2+l)`` per direction, so 0 = measured exactly, 1 = pure noise),
+  seen by a zero-initialised convolution added to the first layer.
+
+All conditioning weights start at zero, so every variant initialised from (or loading) the same
+unconditional weights computes exactly the same function until trained.
+
+Preconditioning
+---------------
+Per direction of ``S_t`` with variance ``l`` (data std ``sd``): ``c_in = 1/sqrt(sd^2+l)``,
+``c_skip = sd^2/(sd^2+l)``, ``c_out = sd sqrt(l)/sqrt(sd^2+l)``, applied as matrix functions
+through ``noise.apply``:
+
+    D(m; S_t) = c_skip(S_t) m + c_out(S_t) F(c_in(S_t) m, c_noise, c_y[, map]).
+
+Directions with ``l = 0`` (measured exactly, ``s_y = 0``) give ``c_skip = 1``, ``c_out = 0``: exact
+pass-through. :meth:`EPSDenoiser.denoise` is the unconditional denoiser ``D(x; sigma^2 I)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from deepinv.models import NCSNpp
+from deepinv.models.utils import UpDownConv2d
+from torch import Tensor, nn
+
+from exactps.covariance import IsotropicNoise, PivotNoise, SpectralNoise
+from exactps.operators.library import (
+    AvgPoolSR,
+    Blur,
+    Colorize,
+    Denoise,
+    Inpaint,
+    OrthogonalCS,
+    SeparableSR,
+)
+
+__all__ = [
+    "PRESETS",
+    "BackbonePreset",
+    "Conditioning",
+    "EPSDenoiser",
+    "build_backbone",
+    "count_parameters",
+    "variance_map",
+]
+
+Conditioning = Literal["none", "scalar", "map"]
+
+#: ``rho`` and ``s_y`` are clamped to these ranges before taking logs (embeddings only).
+RHO_RANGE = (1e-5, 1e5)
+SIGMA_Y_RANGE = (1e-3, 1e3)
+
+
+# -- backbone presets ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BackbonePreset:
+    """Arguments of deepinv's DDPM++ U-Net (``NCSNpp(model_type="ddpm")``)."""
+
+    img_resolution: int
+    model_channels: int
+    channel_mult: tuple[int, ...]
+    num_blocks: int
+    attn_resolutions: tuple[int, ...]
+    channel_mult_emb: int = 4
+    augment_dim: int = 0
+    dropout: float = 0.1
+
+    @property
+    def levels(self) -> int:
+        return len(self.channel_mult)
+
+
+PRESETS: dict[str, BackbonePreset] = {
+    # ~0.7M parameters; milliseconds per forward pass at 16x16 on a CPU (tests).
+    "tiny": BackbonePreset(16, 32, (1, 2), 1, (), channel_mult_emb=2, dropout=0.0),
+    # ~7M parameters, for 32x32 images.
+    "small-32": BackbonePreset(32, 64, (1, 2, 2), 2, (16,)),
+    # ~10M parameters, for 64x64 images.
+    "small-64": BackbonePreset(64, 64, (1, 2, 2, 2), 2, (16,)),
+    # ~62M parameters: EDM's FFHQ-64 DDPM++ (the architecture of ``edm-ffhq-64x64-uncond-vp``).
+    "base-64": BackbonePreset(64, 128, (1, 2, 2, 2), 4, (16,), augment_dim=9, dropout=0.05),
+}
+
+
+def build_backbone(
+    preset: str | BackbonePreset,
+    in_channels: int = 3,
+    out_channels: int = 3,
+    label_dim: int = 0,
+    sigma_data: float = 0.5,
+    **overrides,
+) -> NCSNpp:
+    """deepinv's DDPM++ U-Net for a named preset (fields can be overridden), random weights."""
+    cfg = _preset(preset)
+    if overrides:
+        cfg = replace(cfg, **overrides)
+    if cfg.model_channels % 32:
+        raise ValueError(f"model_channels must be a multiple of 32 (GroupNorm), got {cfg.model_channels}")
+    net = NCSNpp(
+        model_type="ddpm",
+        precondition_type="edm",
+        in_channels=in_channels,
+        out_channels=out_channels,
+        label_dim=label_dim,
+        pretrained=None,
+        pixel_std=sigma_data,
+        _was_trained_on_minus_one_one=True,
+        **asdict(cfg),
+    )
+    return net.train()
+
+
+def _preset(preset: str | BackbonePreset) -> BackbonePreset:
+    if isinstance(preset, BackbonePreset):
+        return preset
+    if preset not in PRESETS:
+        raise ValueError(f"unknown backbone preset {preset!r}; choose one of {sorted(PRESETS)}")
+    return PRESETS[preset]
+
+
+def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
+    """Number of scalar parameters (only those with ``requires_grad`` if ``trainable_only``)."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+
+
+# -- per-pixel diagonal of f(S_t) ---------------------------------------------------------------------
+
+
+def _probe_diag(noise: PivotNoise, fn: Callable[[Tensor], Tensor], like: Tensor, period: int, mix: bool) -> Tensor:
+    """``diag f(S_t)`` by colored probing: exact when ``f(S_t)`` only couples pixels of one
+    ``period x period`` block (and channels only if ``mix``): ``diag = sum_k z_k * f(S_t) z_k``."""
+    out = torch.zeros_like(like)
+    channels = range(like.shape[1]) if mix else [None]
+    for c in channels:
+        for u in range(period):
+            for v in range(period):
+                z = torch.zeros_like(like)
+                z[:, slice(None) if c is None else slice(c, c + 1), u::period, v::period] = 1.0
+                out = out + z * noise.apply(fn, z)
+    return out
+
+
+def _circulant_diag(noise: PivotNoise, fn: Callable[[Tensor], Tensor], like: Tensor) -> Tensor:
+    """``diag f(S_t)`` of a per-channel circulant ``S_t`` (circular blur): constant, ``(f(S) delta)_0``."""
+    delta = torch.zeros_like(like)
+    delta[..., 0, 0] = 1.0
+    return noise.apply(fn, delta)[..., :1, :1].expand_as(like)
+
+
+def _thin_diag(
+    noise: SpectralNoise,
+    fn: Callable[[Tensor], Tensor],
+    like: Tensor,
+    range_diag: Callable[[Tensor], Tensor],
+) -> Tensor:
+    """``diag f(S_t) = (V o V) f(l) + f(rho^2) (1 - (V o V) 1)`` from the map ``g -> (V o V) g``."""
+    coef_shape = noise.operator.Vt(like).shape
+    var = torch.broadcast_to(noise.var, coef_shape)
+    rho2 = noise.rho.reshape(-1, *([1] * (like.ndim - 1))) ** 2
+    return (range_diag(fn(var)) + fn(rho2) * (1 - range_diag(torch.ones_like(var)))).expand_as(like)
+
+
+def _separable_range_diag(noise: SpectralNoise) -> Callable[[Tensor], Tensor]:
+    ph = noise.operator.physics
+    return lambda g: ph.vh.square() @ g @ ph.vw.square().T
+
+
+def _rows_range_diag(noise: SpectralNoise, like: Tensor) -> Callable[[Tensor], Tensor]:
+    ph = noise.operator.physics
+    return lambda g: (g @ ph.q.square()).reshape(g.shape[0], *like.shape[1:])
+
+
+def variance_map(noise: PivotNoise, like: Tensor, fn: Callable[[Tensor], Tensor]) -> Tensor:
+    """The exact diagonal of ``f(S_t)`` in pixel space, shaped like ``like`` ``(B, C, H, W)``.
+
+    Closed forms or exact structured probing for isotropic noise and every operator of
+    :mod:`exactps.operators.library`; raises ``NotImplementedError`` for other operators.
+    """
+    if isinstance(noise, IsotropicNoise):
+        return noise.apply(fn, torch.ones_like(like))
+    if not isinstance(noise, SpectralNoise):
+        raise NotImplementedError(
+            f"no per-pixel variance map for {type(noise).__name__}: the EPS denoiser needs a "
+            "closed-form spectral covariance (IsotropicNoise or SpectralNoise)"
+        )
+    op = noise.operator
+    if isinstance(op, (Denoise, Inpaint)):  # V = I: pixel-aligned
+        return noise.apply(fn, torch.ones_like(like))
+    if isinstance(op, AvgPoolSR):  # block diagonal, channel-separable
+        return _probe_diag(noise, fn, like, op.factor, mix=False)
+    if isinstance(op, Colorize):  # per-pixel channel mixing
+        return _probe_diag(noise, fn, like, 1, mix=True)
+    if isinstance(op, Blur):  # per-channel circulant
+        return _circulant_diag(noise, fn, like)
+    if isinstance(op, SeparableSR):
+        return _thin_diag(noise, fn, like, _separable_range_diag(noise))
+    if isinstance(op, OrthogonalCS):
+        return _thin_diag(noise, fn, like, _rows_range_diag(noise, like))
+    raise NotImplementedError(
+        f"no exact per-pixel variance map for operator {type(op).__name__}; "
+        "add a rule to exactps.networks.variance_map or use conditioning='scalar'"
+    )
+
+
+# -- conditioning pieces ------------------------------------------------------------------------------
+
+
+class _InputConv(UpDownConv2d):
+    """The backbone's first convolution plus a zero-initialised one for ``extra`` map channels.
+
+    ``conv(x[:, :C]) + conv_extra(x[:, C:])``; parameter names ``weight``/``bias`` are those of the
+    replaced layer, so unconditional checkpoints load (``extra_weight`` is the only new key).
+    """
+
+    def __init__(self, conv: UpDownConv2d, extra: int):
+        kernel = conv.weight.shape[-1]
+        super().__init__(conv.in_channels, conv.out_channels, kernel=0)  # no new random weights
+        self.weight, self.bias = conv.weight, conv.bias
+        self.extra_weight = nn.Parameter(torch.zeros(conv.out_channels, extra, kernel, kernel))
+
+    def forward(self, x: Tensor) -> Tensor:
+        main = super().forward(x[:, : self.in_channels])
+        w = self.extra_weight.to(x.dtype)
+        return main + F.conv2d(x[:, self.in_channels :], w, padding=w.shape[-1] // 2)
+
+
+def _positional(c: Tensor, dim: int) -> Tensor:
+    """EDM's positional embedding ``[cos(c w_k), sin(c w_k)]``, ``w_k = 10^(-4 k/(dim/2 - 1))``."""
+    half = dim // 2
+    freqs = (1e-4) ** (torch.arange(half, dtype=torch.float32, device=c.device) / max(half - 1, 1))
+    arg = c.float()[:, None] * freqs[None]
+    return torch.cat([arg.cos(), arg.sin()], dim=1)
+
+
+def _per_batch(v: Tensor, batch: int) -> Tensor:
+    """A ``(1,)`` or ``(B,)`` per-batch vector as ``(B,)``."""
+    return torch.broadcast_to(v.reshape(-1), (batch,))
+
+
+# -- the EPS denoiser ---------------------------------------------------------------------------------
+
+
+class EPSDenoiser(nn.Module):
+    """``D_theta(m; S_t) -> x0``: a DDPM++ U-Net with matrix-valued EDM preconditioning.
+
+    Callable as a :data:`exactps.posterior.Denoiser`: ``model(m, noise)`` with ``noise`` an
+    :class:`IsotropicNoise` (the unconditional denoiser, ``A = 0``) or :class:`SpectralNoise`.
+    """
+
+    def __init__(
+        self,
+        preset: str | BackbonePreset = "small-64",
+        channels: int = 3,
+        conditioning: Conditioning = "scalar",
+        sigma_data: float = 0.5,
+        **overrides,
+    ):
+        super().__init__()
+        if conditioning not in ("none", "scalar", "map"):
+            raise ValueError(f"conditioning must be 'none', 'scalar' or 'map', got {conditioning!r}")
+        self.preset = _preset(preset)
+        if overrides:
+            self.preset = replace(self.preset, **overrides)
+        self.channels, self.conditioning, self.sigma_data = channels, conditioning, float(sigma_data)
+        self.embed_dim = 0 if conditioning == "none" else self.preset.model_channels
+        self.net = build_backbone(self.preset, channels, channels, self.embed_dim, sigma_data)
+        if self.embed_dim:
+            nn.init.zeros_(self.net.map_label.weight)
+            nn.init.zeros_(self.net.map_label.bias)
+        if conditioning == "map":
+            first = next(iter(self.net.enc))
+            self.net.enc[first] = _InputConv(self.net.enc[first], channels)
+
+    # -- preconditioning coefficients, elementwise in the variance l --------------------------------
+    def c_in(self, l: Tensor) -> Tensor:
+        """``1 / sqrt(sd^2 + l)``."""
+        return torch.rsqrt(self.sigma_data**2 + l)
+
+    def c_skip(self, l: Tensor) -> Tensor:
+        """``sd^2 / (sd^2 + l)`` (1 at ``l = 0``)."""
+        return self.sigma_data**2 / (self.sigma_data**2 + l)
+
+    def c_out(self, l: Tensor) -> Tensor:
+        """``sd sqrt(l) / sqrt(sd^2 + l) = sd / sqrt(1 + sd^2/l)``: exactly 0 at ``l = 0``, ``sd`` at ``inf``."""
+        return self.sigma_data * torch.rsqrt(1 + self.sigma_data**2 / l)
+
+    def noise_fraction(self, l: Tensor) -> Tensor:
+        """``l / (sd^2 + l) = 1 - c_skip``: the ``"map"`` channels (0 = measured exactly, 1 = noise)."""
+        return 1 - self.c_skip(l)
+
+    # -- conditioning inputs ------------------------------------------------------------------------
+    def c_noise(self, noise: PivotNoise, batch: int) -> Tensor:
+        """``log(rho)/4`` per batch element (EDM's noise conditioning)."""
+        return torch.log(_per_batch(noise.rho, batch).clamp(*RHO_RANGE)) / 4
+
+    def sigma_y_features(self, noise: PivotNoise, batch: int) -> Tensor:
+        """Positional embedding of ``c_y = log(s_y)/4`` (``s_y`` clamped; ``inf`` when ``A = 0``)."""
+        c_y = torch.log(_per_batch(noise.sigma_y, batch).clamp(*SIGMA_Y_RANGE)) / 4
+        # NCSNpp multiplies labels by sqrt(label_dim); undo it to keep unit-scale features.
+        return _positional(c_y, self.embed_dim) / math.sqrt(self.embed_dim)
+
+    def backbone_input(self, m: Tensor, noise: PivotNoise) -> Tensor:
+        """``c_in(S_t) m``, with the ``"map"`` channels ``diag(S_t (sd^2 + S_t)^{-1})`` appended."""
+        x = noise.apply(self.c_in, m)
+        if self.conditioning == "map":
+            x = torch.cat([x, variance_map(noise, m, self.noise_fraction).to(x.dtype)], dim=1)
+        return x
+
+    def _check(self, m: Tensor) -> None:
+        step = 2 ** (self.preset.levels - 1)
+        if m.ndim != 4 or m.shape[1] != self.channels or m.shape[-1] % step or m.shape[-2] % step:
+            raise ValueError(
+                f"expected images (B, {self.channels}, H, W) with H, W divisible by {step}, got {tuple(m.shape)}"
+            )
+
+    def forward(self, m: Tensor, noise: PivotNoise) -> Tensor:
+        """``x0 = c_skip(S_t) m + c_out(S_t) F(c_in(S_t) m, c_noise, c_y[, map])``."""
+        self._check(m)
+        batch, dtype = m.shape[0], self.net.map_layer0.weight.dtype
+        x = self.backbone_input(m, noise).to(dtype)
+        labels = self.sigma_y_features(noise, batch).to(dtype) if self.embed_dim else None
+        out = self.net.forward_unet(x, self.c_noise(noise, batch).to(dtype), class_labels=labels)
+        out = out.to(m.dtype)
+        return noise.apply(self.c_skip, m) + noise.apply(self.c_out, out)
+
+    def denoise(self, x: Tensor, sigma: float | Tensor) -> Tensor:
+        """The unconditional denoiser ``D(x; sigma^2 I)`` (EDM's ``D(x, sigma)``, ``A = 0``)."""
+        rho = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).reshape(-1)
+        return self(x, IsotropicNoise(rho))
+
+    # -- checkpoints ----------------------------------------------------------------------------------
+    def config(self) -> dict:
+        """JSON-serialisable constructor arguments: ``EPSDenoiser.from_config(model.config())``."""
+        return {
+            "preset": asdict(self.preset),
+            "channels": self.channels,
+            "conditioning": self.conditioning,
+            "sigma_data": self.sigma_data,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict) -> EPSDenoiser:
+        """A freshly initialised model with the architecture described by :meth:`config`."""
+        cfg = dict(config)
+        preset = cfg.pop("preset")
+        if isinstance(preset, dict):
+            preset = BackbonePreset(**{k: tuple(v) if isinstance(v, list) else v for k, v in preset.items()})
+        return cls(preset, **cfg)
+
+    def conditioning_keys(self) -> list[str]:
+        """State-dict keys of the zero-initialised conditioning weights (absent from plain EDM)."""
+        return [k for k in self.state_dict() if k.startswith("net.map_label.") or k.endswith("extra_weight")]
+
+    def load_backbone(self, state_dict: dict[str, Tensor]) -> list[str]:
+        """Load an unconditional DDPM++ state dict (deepinv ``NCSNpp`` keys, or this model's ``net.*``).
+
+        Only the conditioning weights may be missing (they keep their current values, zero when
+        fresh); any other missing or unexpected key raises. Returns the missing keys.
+        """
+        sd = {k.removeprefix("net."): v for k, v in state_dict.items()}
+        result = self.net.load_state_dict(sd, strict=False)
+        allowed = {k.removeprefix("net.") for k in self.conditioning_keys()}
+        bad = [k for k in result.missing_keys if k not in allowed]
+        if bad or result.unexpected_keys:
+            raise KeyError(f"backbone state dict mismatch: missing {bad}, unexpected {result.unexpected_keys}")
+        return list(result.missing_keys)

@@ -1,0 +1,328 @@
+"""EPS denoiser network: presets, matrix-valued EDM preconditioning, conditioning, checkpoints."""
+
+import math
+import time
+
+import pytest
+import torch
+
+from exactps.covariance import IsotropicNoise, MatrixFreeNoise
+from exactps.interpolants import VE
+from exactps.networks import PRESETS, EPSDenoiser, build_backbone, count_parameters, variance_map
+from exactps.operators import (
+    AvgPoolSR,
+    Blur,
+    Colorize,
+    Denoise,
+    Inpaint,
+    MatrixFreeOperator,
+    OrthogonalCS,
+    SeparableSR,
+    gaussian_kernel,
+    random_masks,
+)
+from exactps.posterior import PosteriorPredictor, pivot
+
+SD = 0.5
+SHAPE = (3, 16, 16)
+
+
+def _model(conditioning="scalar", seed=0, perturb=True):
+    """A tiny model whose weights are all randomised (zero-init layers included, unless they are
+    the conditioning weights, which stay zero so the variants can be compared)."""
+    torch.manual_seed(seed)
+    model = EPSDenoiser("tiny", channels=3, conditioning=conditioning).eval()
+    if perturb:
+        g = torch.Generator().manual_seed(seed + 100)
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if not name.endswith("extra_weight"):
+                    p.add_(0.05 * torch.randn(p.shape, generator=g))
+    return model
+
+
+def _images(batch=2, seed=0, shape=SHAPE):
+    return torch.randn(batch, *shape, generator=torch.Generator().manual_seed(seed)) * 0.5
+
+
+def _inpaint_noise(sigma_y, batch=2, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    mask = random_masks(SHAPE, batch, 0.5, g)
+    op = Inpaint(mask, SHAPE)
+    x0 = _images(batch, seed)
+    rho = torch.tensor([0.3, 2.0])[:batch]
+    x_scaled = x0 + rho.reshape(-1, 1, 1, 1) * torch.randn(x0.shape, generator=g)
+    y = op.measure(x0, sigma_y, g)
+    m, noise = op.pivot(x_scaled, rho, y, torch.full((batch,), float(sigma_y)))
+    return op, m, noise, mask
+
+
+# -- presets ------------------------------------------------------------------------------------------
+
+
+def test_preset_parameter_counts():
+    with torch.device("meta"):  # shapes only: no memory, no random initialisation
+        counts = {name: count_parameters(build_backbone(name)) for name in PRESETS}
+    assert counts["tiny"] < 1_000_000
+    assert 5e6 < counts["small-32"] < 9e6
+    assert 9e6 < counts["small-64"] < 11e6
+    assert 55e6 < counts["base-64"] < 65e6
+
+
+def test_unknown_preset_raises():
+    with pytest.raises(ValueError, match="unknown backbone preset"):
+        build_backbone("huge")
+
+
+def test_tiny_forward_is_fast_and_shaped():
+    model = _model("map")
+    m = _images(4)
+    with torch.no_grad():
+        elapsed = []
+        for _ in range(3):
+            start = time.perf_counter()
+            out = model(m, IsotropicNoise(torch.tensor([1.0])))
+            elapsed.append(time.perf_counter() - start)
+    assert out.shape == m.shape and out.dtype == m.dtype
+    assert torch.isfinite(out).all()
+    assert min(elapsed) < 5.0  # ~10-30 ms on two idle CPU cores; only catches gross regressions
+
+
+@pytest.mark.parametrize("conditioning", ["none", "scalar", "map"])
+def test_output_shape_spectral_noise(conditioning):
+    model = _model(conditioning)
+    _, m, noise, _ = _inpaint_noise(0.05)
+    with torch.no_grad():
+        out = model(m, noise)
+    assert out.shape == m.shape and torch.isfinite(out).all()
+
+
+def test_bad_input_shape_raises():
+    model = _model("none", perturb=False)
+    with pytest.raises(ValueError, match="divisible"):
+        model(torch.zeros(1, 3, 15, 16), IsotropicNoise(torch.ones(1)))
+    with pytest.raises(ValueError, match="expected images"):
+        model(torch.zeros(1, 1, 16, 16), IsotropicNoise(torch.ones(1)))
+
+
+def test_matrix_free_noise_is_rejected_with_a_clear_error():
+    from deepinv.physics import Denoising
+
+    op = MatrixFreeOperator(Denoising(), SHAPE)
+    noise = MatrixFreeNoise(op, torch.ones(1), torch.ones(1))
+    with pytest.raises(NotImplementedError, match="spectral"):
+        _model("scalar", perturb=False)(_images(1), noise)
+
+
+# -- preconditioning ---------------------------------------------------------------------------------
+
+
+def test_isotropic_equals_deepinv_edm_preconditioning():
+    """A = 0, no extra conditioning: exactly deepinv's (EDM's) scalar-preconditioned DDPM++."""
+    model = _model("none")
+    x = _images(2)
+    sigma = torch.tensor([0.1, 3.0])
+    with torch.no_grad():
+        ours = model(x, IsotropicNoise(sigma))
+        ref = model.net(x, sigma, input_in_minus_one_one=True)
+    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_isotropic_equals_edm_preconditioning_by_hand():
+    model = _model("scalar")
+    x = _images(2)
+    sigma = torch.tensor([0.02, 1.5])
+    noise = IsotropicNoise(sigma)
+    s = sigma.reshape(-1, 1, 1, 1)
+    c_skip = SD**2 / (s**2 + SD**2)
+    c_out = s * SD / (s**2 + SD**2).sqrt()
+    c_in = 1 / (s**2 + SD**2).sqrt()
+    labels = model.sigma_y_features(noise, 2)
+    with torch.no_grad():
+        f = model.net.forward_unet(c_in * x, sigma.log() / 4, class_labels=labels)
+        ours = model(x, noise)
+    torch.testing.assert_close(ours, c_skip * x + c_out * f, rtol=1e-5, atol=1e-6)
+    assert model.denoise(x, sigma).equal(ours)
+
+
+@pytest.mark.parametrize("conditioning", ["none", "scalar", "map"])
+def test_noiseless_measured_pixels_pass_through_exactly(conditioning):
+    """s_y = 0: observed pixels have l = 0, so c_skip = 1, c_out = 0 and x0 == m there."""
+    model = _model(conditioning)
+    _, m, noise, mask = _inpaint_noise(0.0)
+    assert (noise.var[mask.expand_as(noise.var) > 0] == 0).all()
+    with torch.no_grad():
+        out = model(m, noise)
+    observed = mask.expand_as(m) > 0
+    assert torch.equal(out[observed], m[observed])
+    assert not torch.allclose(out[~observed], m[~observed])
+
+
+def test_rho_broadcasts_over_batch():
+    model = _model("scalar")
+    x = _images(3)
+    with torch.no_grad():
+        shared = model(x, IsotropicNoise(torch.tensor([0.7])))
+        per = model(x, IsotropicNoise(torch.full((3,), 0.7)))
+    torch.testing.assert_close(shared, per)
+
+
+# -- conditioning and checkpoints -------------------------------------------------------------------
+
+
+def test_map_model_loading_scalar_weights_is_identical():
+    scalar = _model("scalar")
+    mapped = EPSDenoiser("tiny", conditioning="map").eval()
+    result = mapped.load_state_dict(scalar.state_dict(), strict=False)
+    assert result.missing_keys == ["net.enc.16x16_conv.extra_weight"] and not result.unexpected_keys
+    assert mapped.conditioning_keys()[-1] == "net.enc.16x16_conv.extra_weight"
+    _, m, noise, _ = _inpaint_noise(0.05)
+    with torch.no_grad():
+        assert torch.equal(mapped(m, noise), scalar(m, noise))
+        iso = IsotropicNoise(torch.tensor([0.4, 1.1]))
+        assert torch.equal(mapped(m, iso), scalar(m, iso))
+
+
+def test_unconditional_checkpoint_loads_into_every_variant():
+    """A plain DDPM++ state dict (deepinv keys) gives the same denoiser in all variants."""
+    plain = _model("none")
+    ckpt = plain.net.state_dict()
+    x = _images(2)
+    sigma = torch.tensor([0.2, 5.0])
+    with torch.no_grad():
+        ref = plain.denoise(x, sigma)
+    for conditioning in ("scalar", "map"):
+        model = EPSDenoiser("tiny", conditioning=conditioning).eval()
+        missing = model.load_backbone(ckpt)
+        assert sorted("net." + k for k in missing) == sorted(model.conditioning_keys())
+        with torch.no_grad():
+            assert torch.equal(model.denoise(x, sigma), ref)
+
+
+def test_safetensors_round_trip_and_config(tmp_path):
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    model = _model("map")
+    save_file(model.state_dict(), tmp_path / "model.safetensors")
+    (tmp_path / "config.json").write_text(json.dumps(model.config()))
+    clone = EPSDenoiser.from_config(json.loads((tmp_path / "config.json").read_text())).eval()
+    clone.load_state_dict(load_file(tmp_path / "model.safetensors"))
+    _, m, noise, _ = _inpaint_noise(0.05)
+    with torch.no_grad():
+        assert torch.equal(clone(m, noise), model(m, noise))
+
+
+def test_load_backbone_rejects_mismatched_state_dict():
+    model = EPSDenoiser("tiny", conditioning="scalar")
+    ckpt = dict(build_backbone("tiny").state_dict())
+    ckpt.pop("map_layer0.weight")
+    with pytest.raises(KeyError, match=r"map_layer0\.weight"):
+        model.load_backbone(ckpt)
+
+
+def test_conditioning_weights_start_at_zero_and_receive_gradients():
+    model = EPSDenoiser("tiny", conditioning="map")
+    assert model.net.map_label.weight.abs().sum() == 0
+    extra = model.net.enc["16x16_conv"].extra_weight
+    assert extra.abs().sum() == 0
+    _, m, noise, _ = _inpaint_noise(0.1)
+    model(m, noise).square().mean().backward()
+    assert extra.grad is not None and extra.grad.abs().sum() > 0
+    assert model.net.map_label.weight.grad.abs().sum() > 0
+
+
+def test_scalar_conditioning_sees_sigma_y():
+    model = _model("scalar")
+    with torch.no_grad():
+        model.net.map_label.weight.normal_(0, 0.5)
+    op, m, _, _ = _inpaint_noise(0.0)
+    rho = torch.tensor([0.3, 2.0])
+    _, n1 = op.pivot(m, rho, op.A(m), torch.full((2,), 0.01))
+    _, n2 = op.pivot(m, rho, op.A(m), torch.full((2,), 0.2))
+    with torch.no_grad():
+        assert not torch.allclose(model(m, n1), model(m, n2))
+
+
+# -- the per-pixel variance map ------------------------------------------------------------------------
+
+
+def _operators():
+    g = torch.Generator().manual_seed(3)
+    small = (3, 8, 8)
+    kernels = torch.stack([gaussian_kernel(1.0, 5)[0], gaussian_kernel(2.0, 5)[0]])
+    return {
+        "denoise": Denoise(small, dtype=torch.float64),
+        "inpaint": Inpaint(random_masks(small, 2, 0.5, g, per_channel=True).double(), small),
+        "avgpool": AvgPoolSR(small, 2, dtype=torch.float64),
+        "bicubic": SeparableSR(small, 2, dtype=torch.float64),
+        "blur": Blur(kernels.double(), small),
+        "colorize": Colorize(small, dtype=torch.float64),
+        "cs": OrthogonalCS(small, 40, g, dtype=torch.float64),
+    }
+
+
+@pytest.mark.parametrize("name", list(_operators()))
+def test_variance_map_is_the_exact_diagonal(name):
+    """diag f(S_t) against a dense eigendecomposition of S_t (f(l) = l/(sd^2+l))."""
+    op = _operators()[name]
+    shape = op.img_shape
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(2, *shape, generator=g, dtype=torch.float64)
+    rho = torch.tensor([0.5, 1.7], dtype=torch.float64)
+    sy = torch.tensor([0.05, 0.3], dtype=torch.float64)
+    _, noise = op.pivot(x, rho, op.measure(x, 0.1, g), sy)
+
+    def fn(l):
+        return l / (SD**2 + l)
+
+    got = variance_map(noise, x, fn)
+    dense = noise.to_dense(shape)
+    evals, evecs = torch.linalg.eigh(dense)
+    want = ((evecs**2) * fn(evals.clamp_min(0))[:, None, :]).sum(-1).reshape(2, *shape)
+    torch.testing.assert_close(got, want, rtol=1e-8, atol=1e-10)
+
+
+def test_variance_map_isotropic():
+    x = _images(2)
+    got = variance_map(IsotropicNoise(torch.tensor([1.0, 2.0])), x, lambda l: l)
+    assert torch.equal(got[0], torch.ones_like(x[0])) and torch.equal(got[1], torch.full_like(x[1], 4.0))
+
+
+# -- precision, sampling integration --------------------------------------------------------------------
+
+
+def test_bf16_autocast_cpu():
+    model = _model("map")
+    _, m, noise, _ = _inpaint_noise(0.05)
+    with torch.no_grad():
+        ref = model(m, noise)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = model(m, noise)
+    assert low.dtype == torch.float32 and torch.isfinite(low).all()
+    assert (low - ref).abs().max() < 0.1 * ref.abs().max()
+
+
+def test_float64_input_is_supported():
+    model = _model("map")
+    _, m, noise, _ = _inpaint_noise(0.05)
+    with torch.no_grad():
+        out = model(m.double(), noise)
+    assert out.dtype == torch.float64 and torch.isfinite(out).all()
+
+
+def test_blur_noise_through_posterior_predictor():
+    interp = VE()
+    kernel = gaussian_kernel(1.5, 7)
+    op = Blur(kernel, SHAPE)
+    x0 = _images(2)
+    y = op.measure(x0, 0.05, torch.Generator().manual_seed(5))
+    predictor = PosteriorPredictor(_model("map"), interp, op, y, 0.05)
+    t = torch.tensor(0.8)
+    x_t = x0 + t * torch.randn(x0.shape, generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        x0_hat = predictor(x_t, t.expand(2))
+    m, _ = pivot(interp, x_t, t, op, y, 0.05)
+    assert x0_hat.shape == x0.shape and torch.isfinite(x0_hat).all()
+    assert not math.isclose((x0_hat - m).abs().max().item(), 0.0)
