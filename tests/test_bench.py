@@ -20,7 +20,7 @@ def test_eps_beats_every_baseline_at_lower_cost_on_the_gmm_prior(task):
         baseline_overrides={"dps": {"steps": 200}},
     )
     by_method = {r.method: r for r in rows}
-    eps = by_method["EPS dpmpp-2m (ve)"]
+    eps = by_method["EPS dpmpp-2m (ve, 20)"]
     assert eps.vjp == 0 and eps.nfe == 20
     assert eps.value < 1.6, eps  # close to the Monte-Carlo floor
     for name in BASELINES:

@@ -65,7 +65,7 @@ def _eps_runs(problem, n: int, specs: Iterable[tuple[str, str, int]], seed: int)
             out = sample(problem.predictor(interp), interp, shape, sampler, nfe, generator=g, dtype=torch.float64)
             return out.x, out.nfe, 0
 
-        runs[f"EPS {sampler} ({interp_name})"] = _timed(go)
+        runs[f"EPS {sampler} ({interp_name}, {nfe})"] = _timed(go)
     return runs
 
 

@@ -84,7 +84,8 @@ class GaussianMixture:
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         comp = torch.multinomial(self.weights, n, replacement=True, generator=generator)
-        chol = torch.linalg.cholesky(self.covs)
+        evals, evecs = torch.linalg.eigh(self.covs)  # covariances may be singular (s_y = 0 posteriors)
+        chol = evecs * evals.clamp_min(0).sqrt().unsqueeze(1)
         z = torch.randn(n, self.dim, generator=generator, dtype=self.means.dtype)
         x = self.means[comp] + (chol[comp] @ z.unsqueeze(-1)).squeeze(-1)
         return x.reshape(n, *self.img_shape)
