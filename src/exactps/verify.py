@@ -15,7 +15,7 @@ Two priors with known posteriors (see :mod:`exactps.priors`):
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -164,6 +164,29 @@ class Row:
     value: float
 
 
+def _grid(
+    kind: str,
+    task: str,
+    problem: GMMProblem | FiniteProblem,
+    n: int,
+    interpolants: list[str],
+    samplers: list[str],
+    nfes: list[int],
+    seed: int,
+) -> Iterator[Row]:
+    """Rows for every interpolant x sampler x NFE, then the prior sampler (ignores ``y``) per interpolant."""
+    shape = (n, *problem.operator.img_shape)
+    metric = "sw2/floor" if kind == "gmm" else "atom TV"
+    for name in interpolants:
+        interp = get_interpolant(name)
+        runs = [(smp, nfe, True) for smp in samplers for nfe in nfes] + [("ddim", max(nfes), False)]
+        for smp, nfe, use_y in runs:
+            g = torch.Generator().manual_seed(seed)
+            out = sample(problem.predictor(interp, use_y), interp, shape, smp, nfe, generator=g, dtype=torch.float64)
+            value = gmm_sw2_ratio(problem, out.x) if kind == "gmm" else finite_tv(problem, out.x)
+            yield Row(kind, task, name, smp if use_y else "prior (ignores y)", nfe, out.nfe, metric, value)
+
+
 def exactness_table(
     tasks: Iterable[str] = ("sr4", "inpaint-box", "deblur-gauss"),
     interpolants: Iterable[str] = ("vp-linear", "vp-cosine", "ve", "flow", "trig"),
@@ -188,69 +211,14 @@ def exactness_table(
     tasks, interpolants, samplers, nfes = list(tasks), list(interpolants), list(samplers), list(nfes)
     for task in tasks:
         gp = make_gmm_problem(task, n_samples=gmm_samples, seed=seed)
-        shape = (gmm_samples, *gp.operator.img_shape)
-        for name in interpolants:
-            interp = get_interpolant(name)
-            for smp in samplers:
-                for nfe in nfes:
-                    g = torch.Generator().manual_seed(seed + 7)
-                    out = sample(gp.predictor(interp), interp, shape, smp, nfe, generator=g, dtype=torch.float64)
-                    emit(Row("gmm", task, name, smp, nfe, out.nfe, "sw2/floor", gmm_sw2_ratio(gp, out.x)))
-            g = torch.Generator().manual_seed(seed + 7)
-            out = sample(
-                gp.predictor(interp, use_y=False),
-                interp,
-                shape,
-                "ddim",
-                max(nfes),
-                generator=g,
-                dtype=torch.float64,
-            )
-            emit(
-                Row(
-                    "gmm",
-                    task,
-                    name,
-                    "prior (ignores y)",
-                    max(nfes),
-                    out.nfe,
-                    "sw2/floor",
-                    gmm_sw2_ratio(gp, out.x),
-                )
-            )
+        for row in _grid("gmm", task, gp, gmm_samples, interpolants, samplers, nfes, seed + 7):
+            emit(row)
         if finite_atoms is None:
             continue
         fp = make_finite_problem(task, finite_atoms, seed=seed)
-        fshape = (finite_samples, *fp.operator.img_shape)
-        for name in list(finite_interpolants or interpolants):
-            interp = get_interpolant(name)
-            for smp in list(finite_samplers or samplers):
-                for nfe in nfes:
-                    g = torch.Generator().manual_seed(seed + 11)
-                    out = sample(fp.predictor(interp), interp, fshape, smp, nfe, generator=g, dtype=torch.float64)
-                    emit(Row("finite", task, name, smp, nfe, out.nfe, "atom TV", finite_tv(fp, out.x)))
-            g = torch.Generator().manual_seed(seed + 11)
-            out = sample(
-                fp.predictor(interp, use_y=False),
-                interp,
-                fshape,
-                "ddim",
-                max(nfes),
-                generator=g,
-                dtype=torch.float64,
-            )
-            emit(
-                Row(
-                    "finite",
-                    task,
-                    name,
-                    "prior (ignores y)",
-                    max(nfes),
-                    out.nfe,
-                    "atom TV",
-                    finite_tv(fp, out.x),
-                )
-            )
+        f_interps, f_samplers = list(finite_interpolants or interpolants), list(finite_samplers or samplers)
+        for row in _grid("finite", task, fp, finite_samples, f_interps, f_samplers, nfes, seed + 11):
+            emit(row)
     return rows
 
 
