@@ -22,7 +22,7 @@ from exactps.metrics import psnr
 from exactps.samplers import initial_noise, sample
 from exactps.verify import FiniteProblem, GMMProblem, finite_tv, gmm_sw2_ratio, make_finite_problem, make_gmm_problem
 
-__all__ = ["BENCH_TASKS", "BenchRow", "format_bench", "plot_bench", "published_settings", "run_bench"]
+__all__ = ["BENCH_TASKS", "BenchRow", "format_bench", "format_summary", "plot_bench", "published_settings", "run_bench"]
 
 BENCH_TASKS = ("sr4", "inpaint-box", "inpaint-random", "deblur-gauss", "deblur-motion")
 
@@ -214,30 +214,58 @@ def format_bench(rows: list[BenchRow]) -> str:
         out.append("-" * len(header))
         for r in block:
             cost = f"{r.method:<28}{r.nfe:>6}{r.vjp:>6}{1000 * r.sec_per_sample:>11.2f}"
-            out.append(f"{cost}{r.value:>11.3f}{r.mean_psnr:>11.2f}")
+            psnr_cell = f"{r.mean_psnr:>11.2f}" if r.mean_psnr < 100 else f"{'exact':>11}"
+            out.append(f"{cost}{r.value:>11.3f}{psnr_cell}")
     return "\n".join(out)
 
 
 def plot_bench(rows: list[BenchRow], path: str | Path) -> None:
-    """Error vs cost (network evaluations + backward passes), one panel per (prior, task)."""
+    """Error vs cost (network evaluations + backward passes): one row of panels per prior, one panel per task."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys = list(dict.fromkeys((r.prior, r.task) for r in rows))
-    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.6), squeeze=False)
-    for ax, (prior, task) in zip(axes[0], keys, strict=True):
-        block = [r for r in rows if (r.prior, r.task) == (prior, task) and r.nfe > 0]
-        for r in block:
-            eps = r.method.startswith("EPS")
-            ax.scatter(r.nfe + r.vjp, r.value, marker="o" if eps else "s", c="tab:blue" if eps else "tab:red")
-            ax.annotate(r.method.replace("EPS ", ""), (r.nfe + r.vjp, r.value), fontsize=6)
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("network evaluations + backward passes")
-        ax.set_ylabel(block[0].metric if block else "")
-        ax.set_title(f"{prior}: {task}", fontsize=9)
+    priors = list(dict.fromkeys(r.prior for r in rows))
+    tasks = list(dict.fromkeys(r.task for r in rows))
+    fig, axes = plt.subplots(len(priors), len(tasks), figsize=(3.6 * len(tasks), 3.2 * len(priors)), squeeze=False)
+    for i, prior in enumerate(priors):
+        for j, task in enumerate(tasks):
+            ax = axes[i][j]
+            block = [r for r in rows if (r.prior, r.task) == (prior, task) and r.nfe > 0]
+            for r in block:
+                eps = r.method.startswith("EPS")
+                ax.scatter(r.nfe + r.vjp, r.value, marker="o" if eps else "s", c="tab:blue" if eps else "tab:red")
+                ax.annotate(r.method.replace("EPS ", ""), (r.nfe + r.vjp, r.value), fontsize=5)
+            ax.set_xscale("log")
+            if block and block[0].metric.startswith("sw2"):
+                ax.set_yscale("log")
+            ax.set_xlabel("NFE + backward passes", fontsize=7)
+            ax.set_ylabel(block[0].metric if block else "", fontsize=7)
+            ax.set_title(f"{prior}: {task}", fontsize=8)
+            ax.tick_params(labelsize=6)
+    fig.suptitle("exactness vs cost (blue: EPS; red: baselines and the prior sampler)", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=130)
     plt.close(fig)
+
+
+def format_summary(rows: list[BenchRow]) -> str:
+    """One table per prior: methods x tasks (the exactness metric), with cost columns."""
+    out: list[str] = []
+    for prior in dict.fromkeys(r.prior for r in rows):
+        block = [r for r in rows if r.prior == prior]
+        tasks = list(dict.fromkeys(r.task for r in block))
+        metric = block[0].metric
+        out.append(f"\n{prior} prior: {metric} per operator ({'1.0' if metric.startswith('sw2') else '0'} = exact)")
+        header = f"| method | NFE | VJP | ms/sample | {' | '.join(tasks)} |"
+        out.append(header)
+        out.append("|" + "---|" * (4 + len(tasks)))
+        for method in dict.fromkeys(r.method for r in block):
+            mrows = {r.task: r for r in block if r.method == method}
+            nfe = "/".join(str(n) for n in sorted({r.nfe for r in mrows.values()}))
+            vjp = "/".join(str(n) for n in sorted({r.vjp for r in mrows.values()}))
+            ms = sum(r.sec_per_sample for r in mrows.values()) / len(mrows) * 1000
+            cells = " | ".join(f"{mrows[t].value:.2f}" if t in mrows else "" for t in tasks)
+            out.append(f"| {method} | {nfe} | {vjp} | {ms:.2f} | {cells} |")
+    return "\n".join(out)

@@ -120,7 +120,7 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_bench(args: argparse.Namespace) -> int:
-    from exactps.bench import BENCH_TASKS, format_bench, plot_bench, run_bench
+    from exactps.bench import BENCH_TASKS, format_bench, format_summary, plot_bench, run_bench
 
     if args.out is not None and not args.force and _existing(args.out, (".csv", ".json", ".png")):
         return 2
@@ -141,6 +141,7 @@ def _run_bench(args: argparse.Namespace) -> int:
         **kwargs,
     )
     print(format_bench(rows))
+    print(format_summary(rows))
     print(f"\n({time.perf_counter() - start:.0f} s on {torch.get_num_threads()} CPU threads, {_cpu_name()})")
     if args.out is not None:
         _write_rows(args.out, [asdict(r) for r in rows])
