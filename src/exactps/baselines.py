@@ -66,6 +66,7 @@ from exactps.covariance import per_batch
 from exactps.interpolants import Interpolant
 from exactps.operators.base import LinearOperator, MatrixFreeOperator, SpectralOperator, default_rcond
 from exactps.posterior import check_sigma_y
+from exactps.samplers import ddim_step
 
 __all__ = [
     "BASELINES",
@@ -303,13 +304,6 @@ def dps_sample(
 
 
 # -- PiGDM --------------------------------------------------------------------------------------
-def _ddim_step(x0: Tensor, eps: Tensor, a: float, s: float, an: float, sn: float, eta: float, generator) -> Tensor:
-    """DDIM: ``x' = a' x0 + sqrt(s'^2 - c^2) e + c z``, ``c = eta s' sqrt(1 - (a s' / (a' s))^2)``."""
-    c = eta * sn * math.sqrt(max(0.0, 1 - (a * sn / (an * s)) ** 2)) if sn > 0 else 0.0
-    x = an * x0 + math.sqrt(max(0.0, sn**2 - c**2)) * eps
-    return x + c * _noise(x, generator) if c > 0 else x
-
-
 def pigdm_sample(
     predict: X0Predictor,
     interp: Interpolant,
@@ -341,7 +335,7 @@ def pigdm_sample(
         x0, vjp = f.with_vjp(x, ts[i])
         v = _regularized_solve(operator, y - operator.A(x0), s**2 / (a**2 + s**2), sy**2, "PiGDM")
         x0 = x0 + guidance * (s**2 / a) * vjp(v)
-        x = _ddim_step(x0, (x - a * x0) / s, a, s, an, sn, eta, generator)
+        x = ddim_step(x, x0, a, s, an, sn, eta, generator)
     return BaselineOutput(x.detach(), f.nfe, f.vjp)
 
 

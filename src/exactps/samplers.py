@@ -31,6 +31,7 @@ __all__ = [
     "SAMPLERS",
     "SampleOutput",
     "ddim_sample",
+    "ddim_step",
     "ddpm_sample",
     "dpmpp_2m_sample",
     "euler_sample",
@@ -120,6 +121,17 @@ def _noise(x: Tensor, generator: torch.Generator | None) -> Tensor:
     return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
 
 
+def ddim_step(
+    x: Tensor, x0: Tensor, a: float, s: float, an: float, sn: float, eta: float, generator: torch.Generator | None
+) -> Tensor:
+    """One DDIM step from ``(a, s)`` to ``(a', s')``: ``x' = a' x0 + sqrt(s'^2 - c^2) e + c z``,
+    ``e = (x - a x0)/s``, ``c = eta s' sqrt(1 - (a s' / (a' s))^2)``."""
+    eps = (x - a * x0) / s
+    c = eta * sn * math.sqrt(max(0.0, 1 - (a * sn / (an * s)) ** 2)) if sn > 0 else 0.0
+    out = an * x0 + math.sqrt(max(0.0, sn**2 - c**2)) * eps
+    return out + c * _noise(out, generator) if c > 0 else out
+
+
 def ddim_sample(
     predict: X0Predictor,
     interp: Interpolant,
@@ -134,12 +146,7 @@ def ddim_sample(
         t, tn = ts[i], ts[i + 1]
         a, s = _ab(interp, t)
         an, sn = _ab(interp, tn)
-        x0 = f(x, t.to(x.dtype))
-        eps = (x - a * x0) / s
-        c = eta * sn * math.sqrt(max(0.0, 1 - (a * sn / (an * s)) ** 2)) if sn > 0 else 0.0
-        x = an * x0 + math.sqrt(max(0.0, sn**2 - c**2)) * eps
-        if c > 0:
-            x = x + c * _noise(x, generator)
+        x = ddim_step(x, f(x, t.to(x.dtype)), a, s, an, sn, eta, generator)
     return SampleOutput(x, f.nfe)
 
 
