@@ -44,6 +44,8 @@ def _add_verify(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--atoms", type=int, default=200, help="images in the finite prior")
     p.add_argument("--crop", type=int, default=32, help="crop size of the finite prior's images")
     p.add_argument("--finite-samples", type=int, default=500)
+    p.add_argument("--finite-interpolants", type=_csv_list(), default=["ve", "flow"])
+    p.add_argument("--finite-samplers", type=_csv_list(), default=["ddim", "dpmpp-2m"])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (small problems run fastest on 1)")
     p.add_argument("--out", type=Path, default=None, help="also write the rows to OUT.csv and OUT.json")
@@ -83,8 +85,8 @@ def _run_verify(args: argparse.Namespace) -> int:
         gmm_samples=args.gmm_samples if not args.quick else min(args.gmm_samples, 1000),
         finite_atoms=atoms,
         finite_samples=args.finite_samples if not args.quick else min(args.finite_samples, 300),
-        finite_interpolants=interps if not args.quick else interps[:1],
-        finite_samplers=samplers if not args.quick else samplers[:2],
+        finite_interpolants=args.finite_interpolants if not args.quick else interps[:1],
+        finite_samplers=args.finite_samplers if not args.quick else samplers[:2],
         seed=args.seed,
     )
     print(format_table(rows))

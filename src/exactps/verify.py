@@ -109,6 +109,9 @@ class FiniteProblem:
         return PosteriorPredictor(self.prior.denoise, interp)
 
 
+EXACT_FLOOR = "exact (MC floor)"
+
+
 def _perplexity(w: Tensor) -> float:
     return math.exp(-(w * torch.log(w.clamp_min(1e-300))).sum().item())
 
@@ -219,6 +222,9 @@ def exactness_table(
         f_interps, f_samplers = list(finite_interpolants or interpolants), list(finite_samplers or samplers)
         for row in _grid("finite", task, fp, finite_samples, f_interps, f_samplers, nfes, seed + 11):
             emit(row)
+        g = torch.Generator().manual_seed(seed + 13)
+        exact = torch.multinomial(fp.weights, finite_samples, replacement=True, generator=g)
+        emit(Row("finite", task, "-", EXACT_FLOOR, 0, 0, "atom TV", atom_tv(exact, fp.weights)))
     return rows
 
 
@@ -229,7 +235,7 @@ def format_table(rows: list[Row]) -> str:
     for prior, task in keys:
         block = [r for r in rows if (r.prior, r.task) == (prior, task)]
         metric = block[0].metric
-        nfe_cols = sorted({r.budget for r in block if not r.sampler.startswith("prior")})
+        nfe_cols = sorted({r.budget for r in block if not r.sampler.startswith("prior") and r.sampler != EXACT_FLOOR})
         out.append(
             f"\n## {prior} prior, {task}: {metric} (lower is better; 1.0 = exact)"
             if metric.startswith("sw2")
@@ -241,7 +247,9 @@ def format_table(rows: list[Row]) -> str:
         combos = list(dict.fromkeys((r.interpolant, r.sampler) for r in block))
         for interp, smp in combos:
             vals = {r.budget: r.value for r in block if (r.interpolant, r.sampler) == (interp, smp)}
-            if smp.startswith("prior"):
+            if smp == EXACT_FLOOR:
+                cells = f"{vals[0]:>10.3f}  (exact samples, same count)"
+            elif smp.startswith("prior"):
                 cells = f"{vals[max(vals)]:>10.3f}" + f"  (at NFE {max(vals)})"
             else:
                 cells = "".join(f"{vals[n]:>10.3f}" if n in vals else f"{'':>10}" for n in nfe_cols)
