@@ -103,3 +103,11 @@ def test_every_sampler_draws_the_exact_posterior(box_problem, name):
 def test_every_interpolant_draws_the_exact_posterior(box_problem, name):
     interp = get_interpolant(name)
     assert _ratio(box_problem, interp, "dpmpp-2m", 100) <= 1.5
+
+
+@pytest.mark.parametrize("name", IDS)
+def test_float32_sampling_starts_at_t_max_for_every_interpolant(name):
+    """t_max rounded to float32 (0.999 -> 0.99900001) must still be accepted."""
+    interp = get_interpolant(name)
+    out = sample(_gmm_predictor(interp), interp, (4, 1, 2, 2), "ddim", nfe=3, dtype=torch.float32)
+    assert out.x.dtype == torch.float32 and torch.isfinite(out.x).all()

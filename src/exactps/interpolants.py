@@ -101,7 +101,8 @@ class Interpolant(ABC):
         if not torch.isfinite(tt).all():
             raise ValueError(f"t must be finite, got {t}")
         lo, hi = tt.min().item(), tt.max().item()
-        tol = 1e-9 * max(1.0, abs(self.t_max))
+        # allow the round-off of t_max in the caller's dtype (float32 rounds 0.999 up)
+        tol = max(1e-9, 8 * torch.finfo(tt.dtype).eps) * max(1.0, abs(self.t_max))
         if lo <= self.t_min or hi > self.t_max + tol:
             raise ValueError(
                 f"t must lie in ({self.t_min}, {self.t_max}] for {type(self).__name__}, "
