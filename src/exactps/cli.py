@@ -187,6 +187,17 @@ def _write_rows(out: Path, rows: list[dict]) -> None:
     print(f"wrote {out.with_suffix('.csv')} and {out.with_suffix('.json')}")
 
 
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    from exactps.training import add_train_arguments, train_main
+
+    p = sub.add_parser(
+        "train",
+        help="train a denoiser, an EPS denoiser or the conditional baseline (torchrun for several GPUs)",
+    )
+    add_train_arguments(p)
+    p.set_defaults(func=train_main)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="exactps", description="Exact posterior sampling for linear inverse problems in imaging."
@@ -194,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_verify(sub)
     _add_bench(sub)
+    _add_train(sub)
     return parser
 
 
@@ -204,7 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     try:
         return int(args.func(args))
-    except (ValueError, TypeError, FileNotFoundError) as err:
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 

@@ -1,0 +1,375 @@
+"""Training checkpoints: safetensors weights plus a JSON record, written atomically.
+
+A checkpoint of step ``k`` is two files in one directory:
+
+* ``step-<k>.safetensors``: every tensor, namespaced ``model/<key>``, ``ema/<key>`` and
+  ``optim/<param index>/<state name>`` (the optimizer's per-parameter tensors, e.g. AdamW's
+  ``exp_avg``, ``exp_avg_sq`` and ``step``);
+* ``step-<k>.json``: the record: format, step, the model and training configurations, the
+  optimizer's non-tensor state (``param_groups``), the random-number generator states (torch
+  CPU, every CUDA device, Python ``random``, NumPy), the data position, and the SHA-256 and size
+  of the tensor file.
+
+Each file is written to a temporary file in the same directory and moved into place with
+``os.replace`` (atomic on POSIX), tensors first: the JSON is the commit marker, so an
+interrupted save leaves either the previous checkpoint or the new one, never a half-written
+file under a checkpoint's name. Loading checks the JSON, the presence, size and hash of the
+tensor file, and raises :class:`CheckpointError` (or :class:`FileNotFoundError`) naming the
+file on any problem.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import math
+import os
+import random
+import re
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+__all__ = [
+    "FORMAT",
+    "Checkpoint",
+    "CheckpointError",
+    "atomic_write_text",
+    "capture_rng_state",
+    "checkpoint_paths",
+    "find_checkpoint",
+    "list_checkpoints",
+    "load_checkpoint",
+    "load_state_dict_file",
+    "restore_rng_state",
+    "save_checkpoint",
+]
+
+FORMAT = "exactps-checkpoint/1"
+_NAME = re.compile(r"^step-(\d+)\.json$")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file exists but cannot be used (corrupt, truncated, inconsistent)."""
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint: state dicts on the CPU and the JSON record ``meta``."""
+
+    path: Path  # the JSON record
+    step: int
+    model: dict[str, Tensor]
+    ema: dict[str, Tensor] | None = None
+    optimizer: dict[str, Any] | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+# -- atomic file writing ------------------------------------------------------------------------------
+
+
+def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Call ``write(tmp)`` on a temporary file next to ``path``, fsync it, then ``os.replace`` it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        with tmp.open("rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # not supported on this platform / file system
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (temporary file in the same directory + ``os.replace``)."""
+    _atomic_write(Path(path), lambda tmp: tmp.write_text(text))
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# -- RNG states ---------------------------------------------------------------------------------------
+
+
+def _b64(t: Tensor) -> str:
+    return base64.b64encode(t.cpu().numpy().tobytes()).decode("ascii")
+
+
+def _unb64(s: str) -> Tensor:
+    return torch.frombuffer(bytearray(base64.b64decode(s)), dtype=torch.uint8).clone()
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """The global generators' states as JSON-serialisable values (torch CPU/CUDA, ``random``, NumPy)."""
+    np_state = np.random.get_state()  # noqa: NPY002 (the legacy global generator is what we save)
+    py_state = random.getstate()
+    state: dict[str, Any] = {
+        "torch_cpu": _b64(torch.get_rng_state()),
+        "python": [py_state[0], list(py_state[1]), py_state[2]],
+        "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["torch_cuda"] = [_b64(s) for s in torch.cuda.get_rng_state_all()]
+    return state
+
+
+def restore_rng_state(state: Mapping[str, Any]) -> None:
+    """Restore what :func:`capture_rng_state` recorded (CUDA states only if the device count matches)."""
+    if "torch_cpu" in state:
+        torch.set_rng_state(_unb64(state["torch_cpu"]))
+    if "python" in state:
+        version, internal, gauss = state["python"]
+        random.setstate((version, tuple(internal), gauss))
+    if "numpy" in state:
+        name, keys, pos, has_gauss, cached = state["numpy"]
+        keys_arr = np.asarray(keys, dtype=np.uint32)
+        np.random.set_state((name, keys_arr, pos, has_gauss, cached))  # noqa: NPY002
+    cuda = state.get("torch_cuda")
+    if cuda and torch.cuda.is_available() and torch.cuda.device_count() == len(cuda):
+        torch.cuda.set_rng_state_all([_unb64(s) for s in cuda])
+
+
+# -- optimizer state (de)serialisation ----------------------------------------------------------------
+
+
+def _flatten_optimizer(state_dict: Mapping[str, Any]) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Split a ``torch.optim`` state dict into tensors (for safetensors) and JSON values."""
+    tensors: dict[str, Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for index, per_param in state_dict["state"].items():
+        for name, value in per_param.items():
+            if isinstance(value, Tensor):
+                tensors[f"optim/{index}/{name}"] = value
+            else:
+                scalars.setdefault(str(index), {})[name] = value
+    return tensors, {"param_groups": _jsonable(state_dict["param_groups"]), "scalars": scalars}
+
+
+def _unflatten_optimizer(tensors: Mapping[str, Tensor], record: Mapping[str, Any]) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        _, index, name = key.split("/", 2)
+        state.setdefault(int(index), {})[name] = value
+    for index, values in record.get("scalars", {}).items():
+        state.setdefault(int(index), {}).update(values)
+    groups = [dict(g) for g in record["param_groups"]]
+    for g in groups:
+        if "betas" in g:
+            g["betas"] = tuple(g["betas"])
+    return {"state": dict(sorted(state.items())), "param_groups": groups}
+
+
+def _jsonable(value: Any) -> Any:
+    """Tuples -> lists, non-finite floats kept as strings JSON can hold."""
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, Tensor):
+        return value.tolist()
+    return value
+
+
+def _cpu_tensors(prefix: str, state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """``{prefix + key: tensor}`` as contiguous CPU tensors that share no memory (safetensors needs that)."""
+    out: dict[str, Tensor] = {}
+    for key, value in state.items():
+        t = value.detach()
+        t = t.cpu() if t.device.type != "cpu" else t.clone()
+        out[prefix + key] = t.contiguous()
+    return out
+
+
+# -- save / load ----------------------------------------------------------------------------------------
+
+
+def checkpoint_paths(directory: str | Path, step: int) -> tuple[Path, Path]:
+    """``(json, safetensors)`` paths of the checkpoint of ``step`` in ``directory``."""
+    d = Path(directory)
+    return d / f"step-{step:09d}.json", d / f"step-{step:09d}.safetensors"
+
+
+def save_checkpoint(
+    directory: str | Path,
+    step: int,
+    model: Mapping[str, Tensor],
+    ema: Mapping[str, Tensor] | None = None,
+    optimizer: Mapping[str, Any] | None = None,
+    meta: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write the checkpoint of ``step`` atomically into ``directory``; returns the JSON path.
+
+    ``model``/``ema`` are state dicts, ``optimizer`` a ``torch.optim`` state dict, ``meta`` any
+    JSON-serialisable record (configurations, RNG states, data position). An existing checkpoint
+    of the same step is an error unless ``overwrite``.
+    """
+    json_path, tensor_path = checkpoint_paths(directory, step)
+    if not overwrite and (json_path.exists() or tensor_path.exists()):
+        raise FileExistsError(f"checkpoint {json_path} already exists (refusing to overwrite it)")
+    tensors = _cpu_tensors("model/", model)
+    if ema is not None:
+        tensors.update(_cpu_tensors("ema/", ema))
+    optim_record = None
+    if optimizer is not None:
+        optim_tensors, optim_record = _flatten_optimizer(optimizer)
+        tensors.update(_cpu_tensors("", optim_tensors))
+    _atomic_write(tensor_path, lambda tmp: save_file(tensors, str(tmp), metadata={"format": FORMAT}))
+    record = {
+        "format": FORMAT,
+        "step": int(step),
+        "tensors": tensor_path.name,
+        "sha256": _sha256(tensor_path),
+        "bytes": tensor_path.stat().st_size,
+        "has_ema": ema is not None,
+        "optimizer": optim_record,
+        **_jsonable(dict(meta or {})),
+    }
+    atomic_write_text(json_path, json.dumps(record, indent=1))
+    return json_path
+
+
+def list_checkpoints(directory: str | Path) -> list[tuple[int, Path]]:
+    """``(step, json path)`` of the checkpoints in ``directory``, by increasing step."""
+    d = Path(directory)
+    if not d.is_dir():
+        return []
+    found = []
+    for p in d.iterdir():
+        match = _NAME.match(p.name)
+        if match:
+            found.append((int(match.group(1)), p))
+    return sorted(found)
+
+
+def find_checkpoint(path: str | Path) -> Path:
+    """The JSON record of a checkpoint given as its ``.json``, its ``.safetensors``, a directory of
+    checkpoints or a run directory (``<run>/checkpoints``): the latest one in a directory."""
+    p = Path(path)
+    if p.suffix == ".safetensors":
+        p = p.with_suffix(".json")
+    if p.is_dir():
+        directory = p / "checkpoints" if (p / "checkpoints").is_dir() else p
+        found = list_checkpoints(directory)
+        if not found:
+            raise FileNotFoundError(f"no checkpoint (step-*.json) found in {directory}")
+        return found[-1][1]
+    if not p.exists():
+        raise FileNotFoundError(f"checkpoint {p} does not exist")
+    return p
+
+
+def _read_record(json_path: Path) -> dict[str, Any]:
+    try:
+        record = json.loads(json_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"checkpoint record {json_path} is corrupt or unreadable: {err}") from err
+    if not isinstance(record, dict) or record.get("format") != FORMAT:
+        got = record.get("format") if isinstance(record, dict) else type(record).__name__
+        raise CheckpointError(f"{json_path} is not an exactps checkpoint record (format {got!r}, expected {FORMAT!r})")
+    return record
+
+
+def _read_tensors(tensor_path: Path, record: Mapping[str, Any], verify: bool) -> dict[str, Tensor]:
+    if not tensor_path.exists():
+        raise FileNotFoundError(f"checkpoint tensors {tensor_path} are missing")
+    size = tensor_path.stat().st_size
+    if size != record.get("bytes", size):
+        raise CheckpointError(
+            f"checkpoint tensors {tensor_path} are truncated or corrupt: {size} bytes, expected {record['bytes']}"
+        )
+    if verify and "sha256" in record and _sha256(tensor_path) != record["sha256"]:
+        raise CheckpointError(
+            f"checkpoint tensors {tensor_path} are corrupt "
+            f"(SHA-256 does not match {tensor_path.with_suffix('.json').name})"
+        )
+    try:
+        return load_file(str(tensor_path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise CheckpointError(f"checkpoint tensors {tensor_path} are corrupt: {err}") from err
+
+
+def _split(tensors: Mapping[str, Tensor], prefix: str) -> dict[str, Tensor]:
+    return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+
+def load_checkpoint(path: str | Path, verify: bool = True) -> Checkpoint:
+    """Load a checkpoint (see :func:`find_checkpoint` for what ``path`` may be), tensors on the CPU.
+
+    Raises :class:`FileNotFoundError` if a file is missing and :class:`CheckpointError` if one is
+    corrupt, each naming the file. ``verify=False`` skips the SHA-256 check (size is still checked).
+    """
+    json_path = find_checkpoint(path)
+    record = _read_record(json_path)
+    tensor_path = json_path.with_name(record.get("tensors", json_path.with_suffix(".safetensors").name))
+    tensors = _read_tensors(tensor_path, record, verify)
+    model = _split(tensors, "model/")
+    if not model:
+        raise CheckpointError(f"checkpoint tensors {tensor_path} hold no model weights")
+    ema = _split(tensors, "ema/") if record.get("has_ema") else None
+    optimizer = None
+    if record.get("optimizer") is not None:
+        optim_tensors = {k: v for k, v in tensors.items() if k.startswith("optim/")}
+        optimizer = _unflatten_optimizer(optim_tensors, record["optimizer"])
+    return Checkpoint(json_path, int(record["step"]), model, ema, optimizer, record)
+
+
+def load_state_dict_file(path: str | Path, prefer_ema: bool = True) -> dict[str, Tensor]:
+    """Weights from a checkpoint (EMA if present and ``prefer_ema``), a flat ``.safetensors`` state dict,
+    or a ``.pt``/``.pth`` file holding a state dict (``weights_only`` loading)."""
+    p = Path(path)
+    if p.is_dir() or p.suffix == ".json" or (p.suffix == ".safetensors" and p.with_suffix(".json").exists()):
+        ckpt = load_checkpoint(p)
+        return ckpt.ema if (prefer_ema and ckpt.ema) else ckpt.model
+    if not p.exists():
+        raise FileNotFoundError(f"weights file {p} does not exist")
+    if p.suffix == ".safetensors":
+        try:
+            return load_file(str(p))
+        except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+            raise CheckpointError(f"weights file {p} is corrupt: {err}") from err
+    try:
+        obj = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types on bad pickles
+        raise CheckpointError(f"weights file {p} could not be read: {err}") from err
+    for key in ("ema", "model_ema", "state_dict", "model"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict) or not all(isinstance(v, Tensor) for v in obj.values()):
+        raise CheckpointError(f"weights file {p} does not hold a state dict of tensors")
+    return obj

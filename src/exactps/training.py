@@ -1,0 +1,1398 @@
+"""Training EPS denoisers (METHOD.md, "The EPS denoiser and its training objective").
+
+Objective
+---------
+For ``x0 ~ data``, a noise ratio ``rho = s/a``, ``e ~ N(0, I)``, an operator ``A`` drawn from the
+task distribution and ``y = A x0 + s_y n``, form ``x_t / a = x0 + rho e`` and the pivot
+
+    (m, S_t) = pivot(x_t / a, rho, y, s_y),      m | x0 ~ N(x0, S_t),
+
+and minimise the EDM-weighted regression loss
+
+    L = E[ lambda(rho) * mean_pixels || D_theta(m; S_t) - x0 ||^2 ],
+    lambda(rho) = (rho^2 + sd^2) / (rho sd)^2,      log rho ~ N(P_mean, P_std^2)
+
+(EDM: ``P_mean = -1.2``, ``P_std = 1.2``, ``sd = 0.5``). Its minimiser is the MMSE denoiser
+``D*(m; S_t) = E[x0 | m]``. ``lambda`` is EDM's weight at the unmeasured-direction noise level
+``rho``: it makes the loss of the unmeasured (hardest) directions unit-scale, while measured
+directions, whose error is at most ``l_i <= rho^2``, weigh less.
+
+Training is interpolant-agnostic: the EPS denoiser depends on ``(x_t, t)`` only through ``m`` and
+``S_t``, which depend on ``(a, s)`` only through ``rho = s/a`` and ``x_t / a``. So drawing
+``rho`` directly (no interpolant, no time) trains one network that serves every interpolant and
+sampler (VP, VE, flows, ...), exactly as an EDM denoiser does.
+
+Objectives: ``"denoiser"`` (``A = 0``: ``m = x_t/a``, ``S_t = rho^2 I``, the unconditional EDM
+denoiser, e.g. for pretraining), ``"eps"`` (the above) and ``"conditional"`` (the training-based
+baseline: a network fed ``(x_t/a, A^T y)`` by channel concatenation, same backbone, same loss, same
+draws; see :class:`ConditionalDenoiser`). A task named ``"none"`` in the task list draws ``A = 0``.
+
+Reproducibility
+---------------
+Every random draw of step ``k`` is a pure function of ``(seed, k)``: the task of the step, and, for
+each *shard* (micro-batch) ``j`` of the global batch, its images, masks/kernels, ``rho``, noises and
+dropout come from generators seeded by ``(seed, k, j)``. Hence
+
+* resuming from a checkpoint (weights, EMA, optimizer, step) gives bitwise the same subsequent
+  losses on the CPU as an uninterrupted run;
+* the trajectory depends on ``batch_size`` and ``micro_batch`` but not on the number of processes:
+  ``N`` DDP ranks each run ``batch_size / (N micro_batch)`` shards, and one process with gradient
+  accumulation runs them all, with the same result up to floating-point summation order.
+
+Multi-GPU: launch with ``torchrun --nproc_per_node N -m exactps.cli train ...``; each rank runs
+its own shards (so its own data and seeds), gradients are averaged by DDP, and only rank 0 writes
+checkpoints, grids and logs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import json
+import math
+import os
+import random
+import time
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from exactps.checkpoint import (
+    atomic_write_text,
+    capture_rng_state,
+    checkpoint_paths,
+    find_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    load_state_dict_file,
+    restore_rng_state,
+    save_checkpoint,
+)
+from exactps.covariance import IsotropicNoise, PivotNoise, per_batch
+from exactps.interpolants import Interpolant, get_interpolant
+from exactps.operators.base import LinearOperator, SpectralOperator
+from exactps.posterior import PosteriorPredictor
+from exactps.samplers import sample
+from exactps.tasks import TASKS, make_task_operator
+
+__all__ = [
+    "OBJECTIVES",
+    "BuiltinSource",
+    "ConditionalDenoiser",
+    "ConditionalPredictor",
+    "ConditionalUNet",
+    "ModelConfig",
+    "PretrainedReport",
+    "ShardLayout",
+    "StepBatches",
+    "TrainConfig",
+    "Trainer",
+    "add_train_arguments",
+    "build_model",
+    "conditional_loss",
+    "conditioning_image",
+    "derive_seed",
+    "edm_weight",
+    "eps_loss",
+    "load_pretrained",
+    "measurement_image",
+    "open_data",
+    "run_training",
+    "sample_rho",
+    "sample_sigma_y",
+    "save_grid",
+    "train_main",
+]
+
+OBJECTIVES = ("denoiser", "eps", "conditional")
+DEFAULT_TASKS = ("sr4", "inpaint-box", "inpaint-random", "deblur-gauss", "deblur-motion")
+#: Tasks whose operator has no random part (built once and cached).
+_FIXED_TASKS = frozenset({"sr4", "sr2-avg", "deblur-gauss", "colorize"})
+# purposes of derived seeds
+_TASK, _SHARD, _DATA, _PERM, _ITEM, _PREVIEW = 1, 2, 3, 4, 5, 6
+
+TaskFactory = Callable[..., LinearOperator]
+
+
+# -- configuration ------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run except the model and the data.
+
+    ``batch_size`` is the global number of images per optimizer step; ``micro_batch`` the number
+    per forward/backward pass (a *shard*; default ``batch_size / world size``). ``sigma_y`` is a
+    fixed value or a ``(lo, hi)`` range drawn per sample (log-uniform if ``lo > 0``, else uniform).
+    ``task_probs`` (default uniform) weights ``tasks``; each step draws one task, and every sample
+    gets its own mask/kernel. ``bf16`` autocast is used on CUDA only. ``compile`` applies
+    ``torch.compile`` to the model: the first step compiles for minutes, and every new operator
+    type (task) triggers a recompilation, so it pays off for long single-task runs.
+    """
+
+    objective: str = "eps"
+    tasks: tuple[str, ...] = DEFAULT_TASKS
+    task_probs: tuple[float, ...] | None = None
+    sigma_y: float | tuple[float, float] = 0.05
+    batch_size: int = 64
+    micro_batch: int | None = None
+    lr: float = 2e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    warmup_steps: int = 1000
+    ema_decay: float = 0.999
+    grad_clip: float | None = 1.0
+    steps: int = 100_000
+    bf16: bool = True
+    compile: bool = False
+    log_every: int = 50
+    ckpt_every: int = 5000
+    grid_every: int = 5000
+    keep_checkpoints: int = 3
+    seed: int = 0
+    p_mean: float = -1.2
+    p_std: float = 1.2
+    sigma_data: float = 0.5
+    num_workers: int = 0
+    grid_images: int = 8
+    grid_nfe: int = 35
+
+    def validate(self) -> TrainConfig:
+        """Raise ``ValueError`` naming the first bad field; returns ``self``."""
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        if not self.tasks:
+            raise ValueError("tasks must not be empty")
+        if self.task_probs is not None:
+            if len(self.task_probs) != len(self.tasks):
+                raise ValueError(f"task_probs has {len(self.task_probs)} values for {len(self.tasks)} tasks")
+            if any(p < 0 for p in self.task_probs) or sum(self.task_probs) <= 0:
+                raise ValueError(f"task_probs must be non-negative and not all zero, got {self.task_probs}")
+        lo, hi = _sigma_y_range(self.sigma_y)
+        if not (0 <= lo <= hi < math.inf):
+            raise ValueError(f"sigma_y must be a finite value >= 0 or a range lo <= hi, got {self.sigma_y}")
+        positive = ("batch_size", "steps", "log_every", "ckpt_every", "grid_every", "grid_nfe")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.micro_batch is not None and (self.micro_batch < 1 or self.batch_size % self.micro_batch):
+            raise ValueError(f"micro_batch ({self.micro_batch}) must divide batch_size ({self.batch_size})")
+        if not (self.lr > 0 and 0 <= self.ema_decay < 1 and self.warmup_steps >= 0 and self.p_std > 0):
+            raise ValueError("need lr > 0, 0 <= ema_decay < 1, warmup_steps >= 0, p_std > 0")
+        if self.grad_clip is not None and self.grad_clip <= 0:
+            raise ValueError(f"grad_clip must be positive or None, got {self.grad_clip}")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:
+        """Inverse of :meth:`to_dict` (lists back to tuples); unknown keys raise."""
+        names = {f.name for f in fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown TrainConfig fields {sorted(unknown)}")
+        kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()}
+        return cls(**kw)
+
+
+@dataclass
+class ModelConfig:
+    """The network: a backbone preset of :mod:`exactps.networks` and its conditioning.
+
+    ``conditioning`` is the EPS denoiser's (``none``/``scalar``/``map``; ignored by the conditional
+    baseline, which always sees ``s_y``); ``resolution`` is the training image size (default: the
+    preset's).
+    """
+
+    preset: str = "small-64"
+    channels: int = 3
+    conditioning: str = "map"
+    sigma_data: float = 0.5
+    resolution: int | None = None
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ModelConfig:
+        return cls(**{k: v for k, v in d.items() if k in {f.name for f in fields(cls)}})
+
+
+def build_model(objective: str, config: ModelConfig) -> nn.Module:
+    """The network of ``objective``: :class:`~exactps.networks.EPSDenoiser` for ``denoiser``/``eps``,
+    :class:`ConditionalDenoiser` over :class:`ConditionalUNet` (same preset) for ``conditional``."""
+    from exactps.networks import EPSDenoiser
+
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+    if objective == "conditional":
+        backbone = ConditionalUNet(config.preset, config.channels, config.sigma_data)
+        return ConditionalDenoiser(backbone, config.channels, config.sigma_data)
+    return EPSDenoiser(config.preset, config.channels, config.conditioning, config.sigma_data)
+
+
+def _sigma_y_range(spec: float | Sequence[float]) -> tuple[float, float]:
+    if isinstance(spec, int | float):
+        return float(spec), float(spec)
+    if len(spec) != 2:
+        raise ValueError(f"sigma_y must be a value or a (lo, hi) pair, got {spec}")
+    return float(spec[0]), float(spec[1])
+
+
+def _preview_sigma_y(spec: float | Sequence[float]) -> float:
+    lo, hi = _sigma_y_range(spec)
+    return math.sqrt(lo * hi) if lo > 0 else 0.5 * (lo + hi)
+
+
+# -- seeds ----------------------------------------------------------------------------------------------
+
+
+def derive_seed(*parts: int) -> int:
+    """A 63-bit seed that is a pure function of the non-negative integers ``parts`` (NumPy SeedSequence)."""
+    if any(int(p) < 0 for p in parts):
+        raise ValueError(f"seed parts must be non-negative, got {parts}")
+    state = np.random.SeedSequence([int(p) for p in parts]).generate_state(1, dtype=np.uint64)
+    return int(state[0]) & (2**63 - 1)
+
+
+def _generator(seed: int, device: torch.device) -> torch.Generator:
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+@contextlib.contextmanager
+def _seeded_global_rng(seed: int, device: torch.device | None = None) -> Iterator[None]:
+    """Seed torch's (CPU and ``device``), Python's and NumPy's global generators inside the block,
+    restoring their states afterwards (dropout and datasets that use global randomness)."""
+    cuda = [device] if device is not None and device.type == "cuda" else []
+    py_state = random.getstate()
+    np_state = np.random.get_state()  # noqa: NPY002 (the legacy global generator, saved and restored)
+    with torch.random.fork_rng(devices=cuda):
+        torch.random.default_generator.manual_seed(seed)
+        for d in cuda:
+            with torch.cuda.device(d):
+                torch.cuda.manual_seed(seed)
+        random.seed(seed)
+        np.random.seed(seed % 2**32)  # noqa: NPY002
+        try:
+            yield
+        finally:
+            random.setstate(py_state)
+            np.random.set_state(np_state)  # noqa: NPY002
+
+
+# -- the losses ---------------------------------------------------------------------------------------
+
+
+def sample_rho(
+    batch: int,
+    generator: torch.Generator | None,
+    p_mean: float = -1.2,
+    p_std: float = 1.2,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> Tensor:
+    """EDM's training noise levels: ``log rho ~ N(P_mean, P_std^2)``, shape ``(batch,)``."""
+    z = torch.randn(batch, generator=generator, device=device, dtype=dtype)
+    return torch.exp(p_mean + p_std * z)
+
+
+def sample_sigma_y(
+    spec: float | Sequence[float],
+    batch: int,
+    generator: torch.Generator | None,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> Tensor:
+    """``s_y`` per sample, shape ``(batch,)``: fixed, or drawn from ``(lo, hi)`` (log-uniform if ``lo > 0``)."""
+    lo, hi = _sigma_y_range(spec)
+    if lo == hi:
+        return torch.full((batch,), lo, device=device, dtype=dtype)
+    u = torch.rand(batch, generator=generator, device=device, dtype=dtype)
+    if lo > 0:
+        return torch.exp(math.log(lo) + u * (math.log(hi) - math.log(lo)))
+    return lo + u * (hi - lo)
+
+
+def edm_weight(rho: Tensor, sigma_data: float = 0.5) -> Tensor:
+    """``lambda(rho) = (rho^2 + sd^2) / (rho sd)^2`` (EDM's loss weight)."""
+    return (rho**2 + sigma_data**2) / (rho * sigma_data) ** 2
+
+
+def _weighted_mse(pred: Tensor, x0: Tensor, rho: Tensor, sigma_data: float) -> Tensor:
+    """``mean_b lambda(rho_b) mean_pixels (pred_b - x0_b)^2``."""
+    per_sample = (pred.to(x0.dtype) - x0).square().flatten(1).mean(1)
+    return (edm_weight(rho, sigma_data) * per_sample).mean()
+
+
+def _as_batch(v: float | Tensor, like: Tensor) -> Tensor:
+    return torch.broadcast_to(torch.as_tensor(v, dtype=like.dtype, device=like.device).reshape(-1), (like.shape[0],))
+
+
+def _noisy(x0: Tensor, generator: torch.Generator | None, p_mean: float, p_std: float) -> tuple[Tensor, Tensor]:
+    """``(rho, x_t / a = x0 + rho e)``."""
+    rho = sample_rho(x0.shape[0], generator, p_mean, p_std, x0.device, x0.dtype)
+    e = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+    return rho, x0 + per_batch(rho, x0.ndim) * e
+
+
+def eps_loss(
+    model: Callable[[Tensor, PivotNoise], Tensor],
+    x0: Tensor,
+    operator: LinearOperator | None,
+    sigma_y: float | Tensor,
+    generator: torch.Generator | None = None,
+    *,
+    p_mean: float = -1.2,
+    p_std: float = 1.2,
+    sigma_data: float = 0.5,
+) -> Tensor:
+    """The EPS training loss of one batch (module docstring).
+
+    ``rho ~ logN(P_mean, P_std^2)``, ``x_t/a = x0 + rho e``, ``y = A x0 + s_y n``,
+    ``(m, S_t) = pivot(x_t/a, rho, y, s_y)`` (``A = 0`` if ``operator`` is None: ``m = x_t/a``,
+    ``S_t = rho^2 I``), and ``mean_b lambda(rho_b) mean ||model(m, S_t) - x0||^2``.
+    """
+    rho, x_scaled = _noisy(x0, generator, p_mean, p_std)
+    if operator is None:
+        m, noise = x_scaled, IsotropicNoise(rho)
+    else:
+        sy = _as_batch(sigma_y, x0)
+        y = operator.measure(x0, sy, generator)
+        m, noise = operator.pivot(x_scaled, rho, y, sy)
+    return _weighted_mse(model(m, noise), x0, rho, sigma_data)
+
+
+def conditional_loss(
+    model: Callable[[Tensor, Tensor, Tensor, Tensor], Tensor],
+    x0: Tensor,
+    operator: LinearOperator | None,
+    sigma_y: float | Tensor,
+    generator: torch.Generator | None = None,
+    *,
+    p_mean: float = -1.2,
+    p_std: float = 1.2,
+    sigma_data: float = 0.5,
+) -> Tensor:
+    """The conditional baseline's loss: the same draws as :func:`eps_loss` (same generator calls),
+    but the network sees ``model(x_t/a, rho, cond(A, y), s_y)`` (:func:`conditioning_image`)."""
+    rho, x_scaled = _noisy(x0, generator, p_mean, p_std)
+    if operator is None:
+        sy = torch.full_like(rho, math.inf)
+        cond = torch.zeros_like(x0)
+    else:
+        sy = _as_batch(sigma_y, x0)
+        cond = conditioning_image(operator, operator.measure(x0, sy, generator))
+    return _weighted_mse(model(x_scaled, rho, cond, sy), x0, rho, sigma_data)
+
+
+# -- the conditional baseline -------------------------------------------------------------------------
+
+
+def conditioning_image(operator: LinearOperator | None, y: Tensor | None, like: Tensor | None = None) -> Tensor:
+    """The conditional network's extra input: ``A^T y / k_max^2`` (``k_max``: the largest singular
+    value, per sample, for a :class:`SpectralOperator`; 1 otherwise). It is ``A^+ y`` for operators
+    whose nonzero singular values are equal (inpainting, average-pooling SR) and image-scaled for the
+    rest. Zeros (shaped like ``like``) when there is no operator."""
+    if operator is None or y is None:
+        if like is None:
+            raise ValueError("conditioning_image needs `like` when there is no operator")
+        return torch.zeros_like(like)
+    cond = operator.At(y)
+    if isinstance(operator, SpectralOperator):
+        k = operator.singular_values(operator.coef_ndim)
+        k2 = k.reshape(k.shape[0], -1).amax(1).to(cond.dtype) ** 2
+        cond = cond / per_batch(torch.where(k2 > 0, k2, torch.ones_like(k2)), cond.ndim)  # A = 0: cond = 0
+    return cond
+
+
+class _Levels(IsotropicNoise):
+    """``rho^2 I`` that also carries a measurement noise level (for the backbone's ``s_y`` embedding)."""
+
+    def __init__(self, rho: Tensor, sigma_y: Tensor):
+        super().__init__(rho)
+        self.sigma_y = sigma_y.reshape(-1)
+
+
+class ConditionalUNet(nn.Module):
+    """The DDPM++ backbone of :class:`~exactps.networks.EPSDenoiser` with ``2C`` input channels.
+
+    ``forward(x, rho, sigma_y) -> F`` with ``x = [c_in x_t/a, cond]`` (``2C`` channels): the first
+    convolution is the unconditional one plus a zero-initialised convolution of the ``C``
+    conditioning channels, and ``s_y`` enters through the zero-initialised label embedding, so an
+    unconditional checkpoint loads (:meth:`load_backbone`) and the network starts as the
+    unconditional one.
+    """
+
+    def __init__(self, preset: str = "small-64", channels: int = 3, sigma_data: float = 0.5, **overrides):
+        super().__init__()
+        from exactps.networks import EPSDenoiser
+
+        self.channels = channels
+        # "map" conditioning = C extra, zero-initialised input channels + s_y label embedding
+        self.eps = EPSDenoiser(preset, channels, "map", sigma_data, **overrides)
+
+    def forward(self, x: Tensor, rho: Tensor, sigma_y: Tensor) -> Tensor:
+        if x.ndim != 4 or x.shape[1] != 2 * self.channels:
+            raise ValueError(f"expected (B, {2 * self.channels}, H, W) inputs, got {tuple(x.shape)}")
+        eps, batch = self.eps, x.shape[0]
+        levels = _Levels(rho, sigma_y)
+        dtype = eps.net.map_layer0.weight.dtype
+        labels = eps.sigma_y_features(levels, batch).to(dtype)
+        return eps.net.forward_unet(x.to(dtype), eps.c_noise(levels, batch).to(dtype), class_labels=labels)
+
+    def conditioning_keys(self) -> list[str]:
+        return [f"eps.{k}" for k in self.eps.conditioning_keys()]
+
+    def load_backbone(self, state_dict: Mapping[str, Tensor]) -> list[str]:
+        """Load an unconditional DDPM++ / EPSDenoiser state dict; returns the (conditioning) missing keys."""
+        return [f"eps.net.{k}" for k in self.eps.load_backbone(dict(state_dict))]
+
+
+class ConditionalDenoiser(nn.Module):
+    """Training-based baseline ``D(x_t/a, rho, cond, s_y) -> x0`` with EDM's scalar preconditioning:
+
+        D = c_skip(rho) x_t/a + c_out(rho) F([c_in(rho) x_t/a, cond / sqrt(sd^2 + s_y^2)], rho, s_y),
+
+    ``c_skip = sd^2/(sd^2+rho^2)``, ``c_out = rho sd/sqrt(sd^2+rho^2)``, ``c_in = 1/sqrt(sd^2+rho^2)``,
+    where ``cond`` is :func:`conditioning_image` (``A^T y`` rescaled) and ``backbone`` any module
+    ``(x (B, 2C, H, W), rho (B,), s_y (B,)) -> (B, C, H, W)`` (:class:`ConditionalUNet`, or an MLP).
+    """
+
+    def __init__(self, backbone: nn.Module, channels: int, sigma_data: float = 0.5):
+        super().__init__()
+        self.backbone, self.channels, self.sigma_data = backbone, int(channels), float(sigma_data)
+
+    def forward(self, x_scaled: Tensor, rho: Tensor | float, cond: Tensor, sigma_y: Tensor | float) -> Tensor:
+        batch, sd = x_scaled.shape[0], self.sigma_data
+        rho_b = _as_batch(rho, x_scaled)
+        sy_b = _as_batch(sigma_y, x_scaled)
+        r = per_batch(rho_b, x_scaled.ndim)
+        c_in = torch.rsqrt(sd**2 + r**2)
+        c_skip = sd**2 / (sd**2 + r**2)
+        c_out = r * sd * c_in
+        c_cond = per_batch(torch.rsqrt(sd**2 + sy_b**2), x_scaled.ndim)  # 0 when s_y = inf (no measurement)
+        cond = torch.broadcast_to(cond, x_scaled.shape) if cond.shape[0] == 1 and batch > 1 else cond
+        x_in = torch.cat([c_in * x_scaled, c_cond * cond], dim=1)
+        out = self.backbone(x_in, rho_b, sy_b).to(x_scaled.dtype)
+        return c_skip * x_scaled + c_out * out
+
+    def conditioning_keys(self) -> list[str]:
+        keys = getattr(self.backbone, "conditioning_keys", list)()
+        return [f"backbone.{k}" for k in keys]
+
+    def load_backbone(self, state_dict: Mapping[str, Tensor]) -> list[str]:
+        """Load unconditional weights into the backbone (see :meth:`ConditionalUNet.load_backbone`)."""
+        if not hasattr(self.backbone, "load_backbone"):
+            raise TypeError(f"{type(self.backbone).__name__} cannot load an unconditional checkpoint")
+        return [f"backbone.{k}" for k in self.backbone.load_backbone(state_dict)]
+
+
+@dataclass
+class ConditionalPredictor:
+    """``(x_t, t) -> x0`` from a :class:`ConditionalDenoiser` (for the samplers of :mod:`exactps.samplers`)."""
+
+    model: Callable[..., Tensor]
+    interp: Interpolant
+    operator: LinearOperator | None = None
+    y: Tensor | None = None
+    sigma_y: float | Tensor = 0.0
+
+    def __call__(self, x_t: Tensor, t: Tensor) -> Tensor:
+        tt = self.interp.check_t(t, x_t).reshape(-1)
+        a, s = self.interp.alpha(tt), self.interp.sigma(tt)
+        x_scaled = x_t / per_batch(a, x_t.ndim)
+        cond = conditioning_image(self.operator, self.y, like=x_t)
+        sy = math.inf if self.operator is None else self.sigma_y
+        return self.model(x_scaled, _as_batch(s / a, x_t), cond, _as_batch(sy, x_t))
+
+
+# -- fine-tuning from a pretrained checkpoint ---------------------------------------------------------
+
+
+@dataclass
+class PretrainedReport:
+    """What :func:`load_pretrained` did: ``loaded`` tensors, allowed ``missing`` (zero-initialised
+    conditioning) keys and ``unexpected`` keys (always empty: they raise)."""
+
+    path: str
+    loaded: int
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        miss = f"; kept at their zero initialisation: {', '.join(self.missing)}" if self.missing else ""
+        return f"loaded {self.loaded} pretrained tensors from {self.path}{miss}"
+
+
+def load_pretrained(model: nn.Module, path: str | Path, prefer_ema: bool = True) -> PretrainedReport:
+    """Initialise ``model`` from a checkpoint (EMA weights by default) or a state-dict file.
+
+    Every pretrained tensor must load; the only keys allowed to be missing are the model's
+    zero-initialised conditioning weights (``model.conditioning_keys()``). Any other missing or
+    unexpected key, or a shape mismatch, raises ``ValueError`` naming the file.
+    """
+    state = load_state_dict_file(path, prefer_ema)
+    try:
+        if hasattr(model, "load_backbone"):
+            missing = _own_keys(model, model.load_backbone(state))
+            return PretrainedReport(str(path), len(state), missing)
+        result = model.load_state_dict(state, strict=False)
+    except (KeyError, RuntimeError) as err:
+        raise ValueError(f"{path} does not fit the model: {err}") from err
+    allowed = set(getattr(model, "conditioning_keys", list)())
+    bad = [k for k in result.missing_keys if k not in allowed]
+    if bad or result.unexpected_keys:
+        raise ValueError(f"{path} does not fit the model: missing {bad}, unexpected {result.unexpected_keys}")
+    return PretrainedReport(str(path), len(state), list(result.missing_keys))
+
+
+def _own_keys(model: nn.Module, keys: Iterable[str]) -> list[str]:
+    """``keys`` (possibly relative to a submodule, e.g. the backbone) as keys of ``model.state_dict()``."""
+    own = list(model.state_dict())
+    out = []
+    for k in keys:
+        matches = [o for o in own if o == k or o.endswith(f".{k}")]
+        out.append(matches[0] if len(matches) == 1 else k)
+    return out
+
+
+# -- data -----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ShardLayout:
+    """How a global batch is split: ``n_shards = batch_size / micro_batch`` shards, ``accum`` per rank."""
+
+    batch_size: int
+    micro_batch: int
+    world: int = 1
+    rank: int = 0
+
+    def __post_init__(self) -> None:
+        if self.batch_size % self.micro_batch:
+            raise ValueError(f"micro_batch {self.micro_batch} must divide batch_size {self.batch_size}")
+        if self.n_shards % self.world:
+            raise ValueError(
+                f"batch_size / micro_batch = {self.n_shards} shards cannot be split over {self.world} "
+                "processes; choose batch_size and micro_batch so that it is a multiple of the world size"
+            )
+
+    @property
+    def n_shards(self) -> int:
+        return self.batch_size // self.micro_batch
+
+    @property
+    def accum(self) -> int:
+        """Micro-batches per rank and step (gradient accumulation)."""
+        return self.n_shards // self.world
+
+    @property
+    def shards(self) -> range:
+        return range(self.rank * self.accum, (self.rank + 1) * self.accum)
+
+
+def _is_sampler(data: Any) -> bool:
+    return callable(getattr(data, "sample", None)) and not isinstance(data, Dataset | Tensor)
+
+
+def _is_indexable(data: Any) -> bool:
+    """Map-style datasets of images (a ``Dataset`` or an ``(N, C, H, W)`` tensor); anything else that is
+    iterable (a list of batches, a ``DataLoader``) is taken as a stream of per-rank batches."""
+    return isinstance(data, Tensor | Dataset)
+
+
+class StepBatches(Dataset):
+    """The images of shard ``j`` of step ``k`` as a pure function of ``(seed, k, j)``: ``self[(k, j)]``.
+
+    * an object with ``sample(n, generator)`` (a prior, :class:`BuiltinSource`): drawn with a
+      generator seeded by ``(seed, k, j)``;
+    * a map-style dataset or a tensor of images: the global batch of step ``k`` is positions
+      ``[k B, (k+1) B)`` of the endless concatenation of per-epoch permutations (seeded by
+      ``(seed, epoch)``), shard ``j`` its ``j``-th slice; items are loaded with the global
+      generators seeded by ``(seed, epoch, index)`` (random flips are reproducible too).
+    """
+
+    def __init__(self, data: Any, micro_batch: int, n_shards: int, seed: int):
+        if not (_is_sampler(data) or _is_indexable(data)):
+            raise TypeError(f"cannot draw batches from {type(data).__name__}")
+        if _is_indexable(data) and not _is_sampler(data) and len(data) == 0:
+            raise ValueError("the dataset is empty")
+        self.data, self.micro_batch, self.n_shards, self.seed = data, micro_batch, n_shards, seed
+        self._perm: tuple[int, Tensor] | None = None
+
+    def __getitem__(self, key: tuple[int, int]) -> Tensor:
+        step, shard = key
+        if _is_sampler(self.data):
+            g = torch.Generator().manual_seed(derive_seed(self.seed, _DATA, step, shard))
+            return self.data.sample(self.micro_batch, g)
+        start = (step * self.n_shards + shard) * self.micro_batch
+        return torch.stack([self._item(p) for p in range(start, start + self.micro_batch)])
+
+    def _permutation(self, epoch: int) -> Tensor:
+        if self._perm is None or self._perm[0] != epoch:
+            g = torch.Generator().manual_seed(derive_seed(self.seed, _PERM, epoch))
+            self._perm = (epoch, torch.randperm(len(self.data), generator=g))
+        return self._perm[1]
+
+    def _item(self, position: int) -> Tensor:
+        epoch, offset = divmod(position, len(self.data))
+        index = int(self._permutation(epoch)[offset])
+        if isinstance(self.data, Tensor):
+            return self.data[index]
+        with _seeded_global_rng(derive_seed(self.seed, _ITEM, epoch, index)):
+            return torch.as_tensor(self.data[index])
+
+
+class _StepKeys(Sampler):
+    """``(step, shard)`` for ``step`` in ``[start, stop)`` and this rank's shards, in order."""
+
+    def __init__(self, start: int, stop: int, shards: range):
+        self.start, self.stop, self.shards = start, stop, shards
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        for step in range(self.start, self.stop):
+            for shard in self.shards:
+                yield (step, shard)
+
+    def __len__(self) -> int:
+        return max(0, self.stop - self.start) * len(self.shards)
+
+
+@dataclass
+class BuiltinSource:
+    """Endless random crops of scikit-image's photographs (:func:`exactps.data.builtin_crops`)."""
+
+    size: int
+    channels: int = 3
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        from exactps.data import builtin_crops
+
+        return builtin_crops(n, self.size, generator=generator, channels=self.channels)
+
+
+def open_data(spec: str, size: int, channels: int = 3) -> Any:
+    """``"builtin"`` -> :class:`BuiltinSource`; a directory -> :class:`exactps.data.ImageFolder`."""
+    if spec == "builtin":
+        return BuiltinSource(size, channels)
+    from exactps.data import ImageFolder
+
+    return ImageFolder(spec, size, channels)
+
+
+# -- images -----------------------------------------------------------------------------------------------
+
+
+def save_grid(rows: Sequence[Tensor], path: str | Path, pad: int = 2) -> Path:
+    """Save images in ``[-1, 1]`` as a PNG grid, one row per tensor ``(N, C, H, W)`` (C = 1 or 3),
+    atomically (temporary file + ``os.replace``). Rows may differ in ``N``; images must share ``H, W``."""
+    from PIL import Image
+
+    from exactps.checkpoint import _atomic_write
+
+    if not rows:
+        raise ValueError("save_grid needs at least one row")
+    c, h, w = rows[0].shape[1:]
+    n = max(r.shape[0] for r in rows)
+    canvas = torch.ones(c, len(rows) * (h + pad) + pad, n * (w + pad) + pad)
+    for i, row in enumerate(rows):
+        if tuple(row.shape[1:]) != (c, h, w):
+            raise ValueError(f"row {i} has images of shape {tuple(row.shape[1:])}, expected {(c, h, w)}")
+        for j, img in enumerate(row.detach().float().cpu()):
+            top, left = pad + i * (h + pad), pad + j * (w + pad)
+            canvas[:, top : top + h, left : left + w] = (img.clamp(-1, 1) + 1) / 2
+    arr = (canvas * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    image = Image.fromarray(arr[..., 0] if c == 1 else arr)
+    out = Path(path)
+    _atomic_write(out, lambda tmp: image.save(tmp, format="PNG"))
+    return out
+
+
+def measurement_image(operator: LinearOperator, y: Tensor, sigma_y: float | Tensor) -> Tensor:
+    """An image-space view of ``y``: the ridge estimate ``(I + A^T A / s_y^2)^{-1} A^T y / s_y^2``
+    (the pivot at ``x_t/a = 0``, ``rho = 1``), i.e. ``A^+ y`` on well-measured directions, 0 elsewhere."""
+    like = torch.zeros(y.shape[0], *operator.img_shape, dtype=y.dtype, device=y.device)
+    m, _ = operator.pivot(like, torch.ones(1, dtype=y.dtype, device=y.device), y, _as_batch(sigma_y, like))
+    return m
+
+
+# -- distributed helpers ------------------------------------------------------------------------------
+
+
+def _dist_info() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _default_device() -> torch.device:
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return torch.device("cpu")
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        dist.barrier()
+
+
+# -- the trainer ----------------------------------------------------------------------------------------
+
+
+class Trainer:
+    """AdamW with linear warm-up, an EMA of the weights, gradient clipping, bf16 autocast on CUDA,
+    optional ``torch.compile``, DDP when ``torch.distributed`` is initialised, and exact resume.
+
+    ``out_dir`` (optional) receives ``config.json``, ``log.jsonl``, ``checkpoints/step-*.{json,safetensors}``
+    and ``grids/step-*.png`` (rank 0 only). An existing non-empty ``out_dir`` is an error unless
+    ``resume``, which loads its latest checkpoint.
+
+    The model is called as ``model(m, noise)`` (objectives ``denoiser``/``eps``) or
+    ``model(x_t/a, rho, cond, s_y)`` (``conditional``). ``task_factory(task, img_shape, generator,
+    dtype, batch=B)`` builds the operators (default :func:`exactps.tasks.make_task_operator`).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        config: TrainConfig,
+        out_dir: str | Path | None = None,
+        *,
+        resume: bool = False,
+        model_config: Mapping[str, Any] | None = None,
+        run_info: Mapping[str, Any] | None = None,
+        device: torch.device | str | None = None,
+        task_factory: TaskFactory = make_task_operator,
+        show_progress: bool = True,
+    ):
+        self.config = config.validate()
+        self.rank, self.world = _dist_info()
+        self.device = torch.device(device) if device is not None else _default_device()
+        if self.device.type == "cuda" and self.device.index is None:
+            self.device = torch.device("cuda", torch.cuda.current_device())
+        micro = config.micro_batch or config.batch_size // self.world
+        if micro < 1 or config.batch_size % self.world:
+            raise ValueError(f"batch_size {config.batch_size} must be a multiple of the world size {self.world}")
+        self.layout = ShardLayout(config.batch_size, micro, self.world, self.rank)
+        self.model = model.to(self.device)
+        self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=config.lr, betas=tuple(config.betas), weight_decay=config.weight_decay
+        )
+        self.step = 0
+        self.history: list[float] = []
+        self.model_config = dict(model_config or {})
+        self.run_info = dict(run_info or {})
+        self.task_factory = task_factory
+        self.show_progress = show_progress
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self._ops: dict[tuple, LinearOperator] = {}
+        self._probs = torch.tensor(config.task_probs or [1.0] * len(config.tasks), dtype=torch.float64)
+        self._check_tasks()
+        if self.out_dir is not None:
+            self._prepare_out_dir(resume)
+        elif resume:
+            raise ValueError("resume=True needs the run's out_dir")
+        if resume:
+            self.load(find_checkpoint(self.out_dir / "checkpoints"))
+        self.net: nn.Module = self.model
+        if self.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.net = DistributedDataParallel(self.model, device_ids=ids)
+        if config.compile:
+            self.net.compile()
+
+    # -- setup ------------------------------------------------------------------------------------------
+    def _check_tasks(self) -> None:
+        if self.config.objective == "denoiser":
+            return
+        if self.task_factory is make_task_operator:
+            bad = [t for t in self.config.tasks if t != "none" and t not in TASKS]
+            if bad:
+                raise ValueError(f"unknown task(s) {bad}; choose from {(*TASKS, 'none')}")
+
+    def _prepare_out_dir(self, resume: bool) -> None:
+        out = self.out_dir
+        assert out is not None
+        if resume:
+            if not list_checkpoints(out / "checkpoints"):
+                raise FileNotFoundError(f"cannot resume: no checkpoint found in {out / 'checkpoints'}")
+        elif out.exists() and (not out.is_dir() or any(out.iterdir())):
+            raise FileExistsError(
+                f"output directory {out} already exists and is not empty; pass --resume {out} to continue "
+                "that run, or choose another --out"
+            )
+        _barrier(self.world)
+        if self.rank == 0 and not resume:
+            (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+            record = {
+                "objective": self.config.objective,
+                "train_config": self.config.to_dict(),
+                "model_config": self.model_config,
+                "run": self.run_info,
+            }
+            atomic_write_text(out / "config.json", json.dumps(record, indent=1))
+
+    # -- schedule -----------------------------------------------------------------------------------------
+    def lr_at(self, step: int) -> float:
+        """Linear warm-up: ``lr * min(1, (step + 1) / warmup_steps)``."""
+        w = self.config.warmup_steps
+        return self.config.lr * (min(1.0, (step + 1) / w) if w > 0 else 1.0)
+
+    def ema_decay_at(self, step: int) -> float:
+        """``min(decay, (1 + step) / (10 + step))``: the EMA forgets the random init quickly."""
+        return min(self.config.ema_decay, (1 + step) / (10 + step))
+
+    def task_at(self, step: int) -> str:
+        """The task of ``step`` (one per step, drawn from ``task_probs`` with a ``(seed, step)`` generator)."""
+        if self.config.objective == "denoiser":
+            return "none"
+        g = torch.Generator().manual_seed(derive_seed(self.config.seed, _TASK, step))
+        return self.config.tasks[int(torch.multinomial(self._probs, 1, generator=g))]
+
+    # -- one step -------------------------------------------------------------------------------------------
+    def _operator(self, task: str, x0: Tensor, generator: torch.Generator) -> LinearOperator | None:
+        if task == "none" or self.config.objective == "denoiser":
+            return None
+        img_shape, batch = tuple(x0.shape[1:]), x0.shape[0]
+        key = (task, img_shape, x0.dtype)
+        if task in _FIXED_TASKS and self.task_factory is make_task_operator and key in self._ops:
+            return self._ops[key]
+        op = self.task_factory(task, img_shape, generator, x0.dtype, batch=batch).to(self.device)
+        if task in _FIXED_TASKS and self.task_factory is make_task_operator:
+            self._ops[key] = op
+        return op
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.config.bf16 and self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _call(self, net: nn.Module) -> Callable[..., Tensor]:
+        def call(*args: Any) -> Tensor:
+            with self._autocast():
+                return net(*args)
+
+        return call
+
+    def shard_loss(self, net: nn.Module, x0: Tensor, task: str, step: int, shard: int) -> Tensor:
+        """The loss of shard ``shard`` of step ``step``: every draw seeded by ``(seed, step, shard)``."""
+        cfg = self.config
+        seed = derive_seed(cfg.seed, _SHARD, step, shard)
+        g_cpu = torch.Generator().manual_seed(seed)
+        g_dev = g_cpu if self.device.type == "cpu" else _generator(seed, self.device)
+        with _seeded_global_rng(seed, self.device):  # dropout
+            op = self._operator(task, x0, g_cpu)
+            sy = sample_sigma_y(cfg.sigma_y, x0.shape[0], g_dev, self.device, x0.dtype)
+            loss_fn = conditional_loss if cfg.objective == "conditional" else eps_loss
+            kw = {"p_mean": cfg.p_mean, "p_std": cfg.p_std, "sigma_data": cfg.sigma_data}
+            return loss_fn(self._call(net), x0, op, sy, g_dev, **kw)
+
+    def train_step(self, micro_batches: Sequence[Tensor]) -> tuple[float, float]:
+        """One optimizer step on this rank's micro-batches; returns ``(mean loss over all ranks, grad norm)``."""
+        if len(micro_batches) != self.layout.accum:
+            raise ValueError(f"expected {self.layout.accum} micro-batches, got {len(micro_batches)}")
+        step, task = self.step, self.task_at(self.step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr_at(step)
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        total = torch.zeros((), device=self.device)
+        for i, (shard, x0) in enumerate(zip(self.layout.shards, micro_batches, strict=True)):
+            last = i == len(micro_batches) - 1
+            sync = contextlib.nullcontext() if last or self.world == 1 else self.net.no_sync()
+            with sync:
+                x0 = x0.to(self.device, self._dtype(), non_blocking=True)
+                loss = self.shard_loss(self.net, x0, task, step, shard)
+                (loss / self.layout.accum).backward()
+            total += loss.detach().float()
+        clip = self.config.grad_clip if self.config.grad_clip is not None else math.inf
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+        if bool(torch.isfinite(norm)):
+            self.optimizer.step()
+            self._update_ema(self.ema_decay_at(step))
+        else:
+            warnings.warn(f"step {step}: non-finite gradient norm, update skipped", RuntimeWarning, stacklevel=2)
+        total /= self.layout.accum
+        if self.world > 1:
+            dist.all_reduce(total)
+            total /= self.world
+        self.step += 1
+        return float(total), float(norm)
+
+    def _dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    @torch.no_grad()
+    def _update_ema(self, decay: float) -> None:
+        """``ema <- decay * ema + (1 - decay) * weights``; buffers copied."""
+        for pe, p in zip(self.ema.parameters(), self.model.parameters(), strict=True):
+            pe.lerp_(p.detach(), 1 - decay)
+        for be, b in zip(self.ema.buffers(), self.model.buffers(), strict=True):
+            be.copy_(b)
+
+    @torch.no_grad()
+    def held_out_loss(self, x0: Tensor, task: str | None = None, seed: int = 12345, use_ema: bool = False) -> float:
+        """The loss of ``x0`` with fixed draws (seed ``seed``), the network in eval mode."""
+        net = self.ema if use_ema else self.model
+        was_training = net.training
+        net.eval()
+        try:
+            task = task or self.task_at(0)
+            x0 = x0.to(self.device, self._dtype())
+            return float(self.shard_loss(net, x0, task, seed, 0))
+        finally:
+            net.train(was_training)
+
+    # -- the loop -------------------------------------------------------------------------------------------
+    def batches(self, data: Any, stop: int) -> Iterator[list[Tensor]]:
+        """This rank's micro-batches for steps ``self.step .. stop - 1`` (lists of ``accum`` tensors)."""
+        lay = self.layout
+        if _is_sampler(data) or _is_indexable(data):
+            source = StepBatches(data, lay.micro_batch, lay.n_shards, self.config.seed)
+            loader = DataLoader(
+                source,
+                batch_size=None,
+                sampler=_StepKeys(self.step, stop, lay.shards),
+                num_workers=self.config.num_workers,
+                pin_memory=self.device.type == "cuda",
+            )
+            it = iter(loader)
+            for _ in range(self.step, stop):
+                yield [next(it) for _ in range(lay.accum)]
+            return
+        if self.step > 0:
+            warnings.warn(
+                "resuming with a plain iterable of batches: the data position is not restored "
+                "(use a dataset or a sampler for exact resume)",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        for batch in data:
+            if batch.shape[0] != lay.micro_batch * lay.accum:
+                raise ValueError(f"expected batches of {lay.micro_batch * lay.accum} images, got {batch.shape[0]}")
+            yield list(batch.split(lay.micro_batch))
+
+    def fit(self, data: Any, steps: int | None = None) -> list[float]:
+        """Train until ``self.step == steps`` (default ``config.steps``; an absolute step count, so the
+        same call resumes a run). Returns the losses of the steps run here.
+
+        ``data``: a map-style dataset or tensor of images ``(N, C, H, W)``, an object with
+        ``sample(n, generator)`` (exactly resumable), or an iterable of per-rank batches.
+        """
+        cfg = self.config
+        stop = cfg.steps if steps is None else int(steps)
+        if self.step >= stop:
+            return []
+        losses: list[float] = []
+        bar = self._progress_bar(stop)
+        window: list[float] = []
+        tick, preview = time.perf_counter(), None
+        try:
+            for micro in self.batches(data, stop):
+                if preview is None:
+                    preview = micro[0][: cfg.grid_images].clone()
+                loss, norm = self.train_step(micro)
+                losses.append(loss)
+                window.append(loss)
+                if bar is not None:
+                    bar.update(1)
+                if self.step % cfg.log_every == 0 or self.step == stop:
+                    now = time.perf_counter()
+                    rate = len(window) * cfg.batch_size / max(now - tick, 1e-9)
+                    self._log(float(np.mean(window)), norm, rate, bar)
+                    window, tick = [], now
+                if self.step % cfg.grid_every == 0:
+                    self.save_preview(preview)
+                if self.step % cfg.ckpt_every == 0:
+                    self.save()
+        finally:
+            if bar is not None:
+                bar.close()
+            self.history.extend(losses)
+        if self.out_dir is not None and self.step % cfg.ckpt_every != 0:
+            self.save()
+        return losses
+
+    def _progress_bar(self, stop: int):
+        if self.rank != 0 or not self.show_progress:
+            return None
+        from tqdm.auto import tqdm
+
+        return tqdm(total=stop, initial=self.step, unit="step", dynamic_ncols=True, desc=self.config.objective)
+
+    def _log(self, loss: float, norm: float, rate: float, bar) -> None:
+        if self.rank != 0:
+            return
+        if bar is not None:
+            bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{rate:.1f}")
+        if self.out_dir is None:
+            return
+        entry = {"step": self.step, "loss": loss, "grad_norm": norm, "lr": self.lr_at(self.step - 1), "img_per_s": rate}
+        with (self.out_dir / "log.jsonl").open("a") as f:
+            f.write(json.dumps(entry) + "\n")
+
+    # -- previews ---------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def preview(self, x0: Tensor, task: str | None = None) -> list[Tensor]:
+        """Grid rows from the EMA model: ``[measurement, posterior sample, ground truth]`` (EPS and
+        conditional), or ``[noisy (rho = 0.5), denoised, unconditional sample, ground truth]``."""
+        cfg, net = self.config, self.ema
+        x0 = x0.to(self.device, self._dtype())
+        g = _generator(derive_seed(cfg.seed, _PREVIEW), self.device)
+        interp = get_interpolant("ve")
+        call = self._call(net)
+        task = task or next((t for t in cfg.tasks if t != "none"), "none")
+        if cfg.objective == "denoiser" or task == "none":
+            noisy = x0 + 0.5 * torch.randn(x0.shape, generator=g, device=x0.device, dtype=x0.dtype)
+            rho = torch.full((x0.shape[0],), 0.5, device=x0.device, dtype=x0.dtype)
+            if cfg.objective == "conditional":
+                inf = torch.full_like(rho, math.inf)
+                den = call(noisy, rho, torch.zeros_like(x0), inf)
+                predict = ConditionalPredictor(call, interp)
+            else:
+                den = call(noisy, IsotropicNoise(rho))
+                predict = PosteriorPredictor(call, interp)
+            out = sample(predict, interp, tuple(x0.shape), "heun", cfg.grid_nfe, generator=g, device=x0.device)
+            return [noisy, den.to(x0.dtype), out.x, x0]
+        sy = _preview_sigma_y(cfg.sigma_y)
+        g_cpu = torch.Generator().manual_seed(derive_seed(cfg.seed, _PREVIEW))
+        op = self.task_factory(task, tuple(x0.shape[1:]), g_cpu, x0.dtype, batch=x0.shape[0]).to(self.device)
+        y = op.measure(x0, sy, g)
+        cls = ConditionalPredictor if cfg.objective == "conditional" else PosteriorPredictor
+        predict = cls(call, interp, op, y, sy)
+        out = sample(predict, interp, tuple(x0.shape), "heun", cfg.grid_nfe, generator=g, device=x0.device)
+        return [measurement_image(op, y, sy), out.x, x0]
+
+    def save_preview(self, x0: Tensor | None) -> Path | None:
+        """Write ``grids/step-<k>.png`` (rank 0, when there is an ``out_dir``)."""
+        if self.rank != 0 or self.out_dir is None or x0 is None or x0.ndim != 4:
+            return None
+        rows = self.preview(x0)
+        return save_grid(rows, self.out_dir / "grids" / f"step-{self.step:09d}.png")
+
+    # -- checkpoints ------------------------------------------------------------------------------------------
+    def state_meta(self) -> dict[str, Any]:
+        """The JSON record of a checkpoint (besides the tensors)."""
+        lay = self.layout
+        return {
+            "objective": self.config.objective,
+            "model_config": self.model_config,
+            "train_config": self.config.to_dict(),
+            "run": self.run_info,
+            "rng": capture_rng_state(),
+            "data_position": {
+                "next_step": self.step,
+                "images_seen": self.step * self.config.batch_size,
+                "micro_batch": lay.micro_batch,
+                "n_shards": lay.n_shards,
+            },
+            "world_size": self.world,
+            "torch_version": torch.__version__,
+            "last_losses": self.history[-10:],
+        }
+
+    def save(self) -> Path | None:
+        """Checkpoint the current step into ``out_dir/checkpoints`` (rank 0; atomic; old ones pruned)."""
+        path = None
+        if self.rank == 0 and self.out_dir is not None:
+            directory = self.out_dir / "checkpoints"
+            json_path, _ = checkpoint_paths(directory, self.step)
+            if json_path.exists():  # resumed from exactly this state: identical by construction
+                path = json_path
+            else:
+                path = save_checkpoint(
+                    directory,
+                    self.step,
+                    self.model.state_dict(),
+                    self.ema.state_dict(),
+                    self.optimizer.state_dict(),
+                    self.state_meta(),
+                )
+                self._prune(directory)
+        _barrier(self.world)
+        return path
+
+    def _prune(self, directory: Path) -> None:
+        keep = self.config.keep_checkpoints
+        if keep <= 0:
+            return
+        for _, json_path in list_checkpoints(directory)[:-keep]:
+            json_path.unlink(missing_ok=True)  # the record first: a checkpoint without it is ignored
+            json_path.with_suffix(".safetensors").unlink(missing_ok=True)
+
+    def load(self, path: str | Path) -> None:
+        """Restore weights, EMA, optimizer, step and global RNG states from a checkpoint."""
+        ckpt = load_checkpoint(path)
+        try:
+            self.model.load_state_dict(ckpt.model)
+            self.ema.load_state_dict(ckpt.ema if ckpt.ema is not None else ckpt.model)
+            if ckpt.optimizer is not None:
+                self.optimizer.load_state_dict(ckpt.optimizer)
+        except (RuntimeError, ValueError, KeyError) as err:
+            raise ValueError(f"checkpoint {ckpt.path} does not fit this model/optimizer: {err}") from err
+        self.step = ckpt.step
+        self._warn_config_change(ckpt.meta)
+        if "rng" in ckpt.meta:
+            restore_rng_state(ckpt.meta["rng"])
+        if self.rank == 0 and self.out_dir is not None:
+            self._truncate_log(self.step)
+
+    def _warn_config_change(self, meta: Mapping[str, Any]) -> None:
+        stored = meta.get("train_config", {})
+        exact = ("objective", "tasks", "task_probs", "sigma_y", "batch_size", "seed", "p_mean", "p_std", "lr")
+        now = self.config.to_dict()
+        changed = [k for k in exact if k in stored and _jsonish(stored[k]) != _jsonish(now[k])]
+        micro = meta.get("data_position", {}).get("micro_batch")
+        if micro is not None and micro != self.layout.micro_batch:
+            changed.append("micro_batch")
+        if changed:
+            warnings.warn(
+                f"resuming with changed {changed}: the run will not continue exactly", RuntimeWarning, stacklevel=3
+            )
+
+    def _truncate_log(self, step: int) -> None:
+        """Drop log lines of steps after ``step`` (written by the interrupted run after its checkpoint)."""
+        assert self.out_dir is not None
+        log = self.out_dir / "log.jsonl"
+        if not log.exists():
+            return
+        kept = []
+        for line in log.read_text().splitlines():
+            try:
+                if json.loads(line)["step"] <= step:
+                    kept.append(line)
+            except (json.JSONDecodeError, KeyError, TypeError):
+                continue
+        atomic_write_text(log, "".join(f"{line}\n" for line in kept))
+
+
+def _jsonish(v: Any) -> Any:
+    return json.loads(json.dumps(v))
+
+
+# -- entry points ---------------------------------------------------------------------------------------
+
+
+def run_training(
+    config: TrainConfig,
+    model_config: ModelConfig,
+    data: Any,
+    out: str | Path,
+    *,
+    resume: bool = False,
+    init: str | Path | None = None,
+    device: torch.device | str | None = None,
+    run_info: Mapping[str, Any] | None = None,
+    show_progress: bool = True,
+) -> Trainer:
+    """Build the model (seeded by ``config.seed``), optionally initialise it from ``init``, train on
+    ``data`` into ``out`` (or resume it) and return the trainer."""
+    with torch.random.fork_rng(devices=[]):  # the initial weights depend on the seed only
+        torch.manual_seed(config.seed)
+        model = build_model(config.objective, model_config)
+    rank, _ = _dist_info()
+    if init is not None and not resume:
+        report = load_pretrained(model, init)
+        if rank == 0:
+            print(report.summary(), flush=True)
+    trainer = Trainer(
+        model,
+        config,
+        out,
+        resume=resume,
+        model_config=asdict(model_config),
+        run_info=run_info,
+        device=device,
+        show_progress=show_progress,
+    )
+    if rank == 0:
+        from exactps.networks import count_parameters
+
+        print(
+            f"{config.objective}: {count_parameters(model) / 1e6:.2f}M parameters, step {trainer.step} -> "
+            f"{config.steps}, batch {config.batch_size} = {trainer.layout.n_shards} x {trainer.layout.micro_batch} "
+            f"on {trainer.world} process(es), {trainer.device}",
+            flush=True,
+        )
+    trainer.fit(data)
+    return trainer
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    return tuple(float(v) for v in text.split(",") if v)
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The options of ``exactps train`` (defaults None: filled from :class:`TrainConfig` / :class:`ModelConfig`)."""
+    d = TrainConfig()
+    p = parser
+    p.add_argument("--objective", choices=OBJECTIVES, default=None, help="default eps")
+    p.add_argument(
+        "--task",
+        default=None,
+        help=f"comma list of tasks ({', '.join((*TASKS, 'none'))}); default {','.join(DEFAULT_TASKS)}",
+    )
+    p.add_argument("--task-probs", type=_floats, default=None, help="comma list of task weights (default uniform)")
+    p.add_argument("--sigma-y", type=_floats, default=None, help="s_y, or lo,hi drawn per sample (default 0.05)")
+    p.add_argument("--data", default=None, help="image folder, or 'builtin' (scikit-image photographs)")
+    p.add_argument("--size", type=int, default=None, help="training image size (default: the preset's)")
+    p.add_argument("--channels", type=int, default=None, choices=(1, 3), help="default 3")
+    p.add_argument("--preset", default=None, help="backbone preset: tiny, small-32, small-64 (default), base-64")
+    p.add_argument("--conditioning", choices=("none", "scalar", "map"), default=None, help="EPS conditioning")
+    p.add_argument("--init", type=Path, default=None, help="initialise from this (unconditional) checkpoint")
+    p.add_argument("--resume", type=Path, default=None, help="continue the run in this directory")
+    p.add_argument("--out", type=Path, default=None, help="new run directory (must not exist or be empty)")
+    p.add_argument("--steps", type=int, default=None, help=f"total optimizer steps (default {d.steps})")
+    p.add_argument("--batch", type=int, default=None, help=f"global batch size (default {d.batch_size})")
+    p.add_argument("--micro-batch", type=int, default=None, help="images per forward pass (default batch/world)")
+    p.add_argument("--lr", type=float, default=None, help=f"default {d.lr}")
+    p.add_argument("--betas", type=_floats, default=None, help="AdamW betas b1,b2 (default 0.9,0.999)")
+    p.add_argument("--weight-decay", type=float, default=None)
+    p.add_argument("--warmup", type=int, default=None, help=f"linear LR warm-up steps (default {d.warmup_steps})")
+    p.add_argument("--ema", type=float, default=None, help=f"EMA decay per step (default {d.ema_decay})")
+    p.add_argument("--grad-clip", type=float, default=None, help="max gradient norm, 0 = off (default 1)")
+    p.add_argument("--no-bf16", action="store_true", help="no bf16 autocast on CUDA")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--log-every", type=int, default=None)
+    p.add_argument("--ckpt-every", type=int, default=None)
+    p.add_argument("--grid-every", type=int, default=None)
+    p.add_argument("--keep", type=int, default=None, help="checkpoints kept (0 = all; default 3)")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--workers", type=int, default=None, help="data-loading worker processes (default 0)")
+    p.add_argument("--device", default=None, help="default cuda:LOCAL_RANK if available, else cpu")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+#: CLI option -> TrainConfig field; the options that may change when resuming are in _RESUMABLE.
+_TRAIN_OPTIONS = {
+    "objective": "objective",
+    "task": "tasks",
+    "task_probs": "task_probs",
+    "sigma_y": "sigma_y",
+    "steps": "steps",
+    "batch": "batch_size",
+    "micro_batch": "micro_batch",
+    "lr": "lr",
+    "betas": "betas",
+    "weight_decay": "weight_decay",
+    "warmup": "warmup_steps",
+    "ema": "ema_decay",
+    "grad_clip": "grad_clip",
+    "log_every": "log_every",
+    "ckpt_every": "ckpt_every",
+    "grid_every": "grid_every",
+    "keep": "keep_checkpoints",
+    "seed": "seed",
+    "workers": "num_workers",
+}
+_RESUMABLE = {"steps", "log_every", "ckpt_every", "grid_every", "keep", "workers"}
+_MODEL_OPTIONS = ("preset", "conditioning", "channels", "size", "init", "data")
+
+
+def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for opt, name in _TRAIN_OPTIONS.items():
+        v = getattr(args, opt, None)
+        if v is None:
+            continue
+        if opt == "task":
+            v = tuple(t for t in v.split(",") if t)
+        elif opt == "sigma_y":
+            v = v[0] if len(v) == 1 else tuple(v)
+        elif opt == "grad_clip":
+            v = None if v <= 0 else v
+        out[name] = v
+    if getattr(args, "no_bf16", False):
+        out["bf16"] = False
+    if getattr(args, "compile", False):
+        out["compile"] = True
+    return out
+
+
+def _configs_from_args(args: argparse.Namespace) -> tuple[TrainConfig, ModelConfig, dict[str, Any]]:
+    from exactps.networks import PRESETS
+
+    if args.out is None:
+        raise ValueError("--out DIR is required for a new run (or --resume DIR to continue one)")
+    if args.data is None:
+        raise ValueError("--data DIR|builtin is required for a new run")
+    cfg = TrainConfig(**_train_overrides(args)).validate()
+    preset = args.preset or "small-64"
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    conditioning = args.conditioning or ("none" if cfg.objective == "denoiser" else "map")
+    size = args.size or PRESETS[preset].img_resolution
+    channels = args.channels or 3
+    mcfg = ModelConfig(preset, channels, conditioning, cfg.sigma_data, size)
+    return cfg, mcfg, {"data": str(args.data), "size": size, "channels": channels}
+
+
+def _configs_from_run(args: argparse.Namespace) -> tuple[TrainConfig, ModelConfig, dict[str, Any]]:
+    given = _train_overrides(args)
+    fixed = {opt for opt, name in _TRAIN_OPTIONS.items() if name in given and opt not in _RESUMABLE}
+    fixed |= {opt for opt in _MODEL_OPTIONS if getattr(args, opt, None) is not None}
+    fixed |= {"no_bf16"} if args.no_bf16 else set()
+    if fixed:
+        raise ValueError(
+            f"--{', --'.join(sorted(o.replace('_', '-') for o in fixed))} cannot change when resuming "
+            f"{args.resume} (the run's stored configuration is used; only --steps and the intervals can change)"
+        )
+    record = json.loads(find_checkpoint(Path(args.resume) / "checkpoints").read_text())
+    stored = dict(record["train_config"])
+    stored.update({k: v for k, v in given.items()})
+    return TrainConfig.from_dict(stored).validate(), ModelConfig.from_dict(record["model_config"]), record["run"]
+
+
+def _init_distributed() -> bool:
+    """Initialise the process group under torchrun (``WORLD_SIZE > 1``): nccl on CUDA, gloo on the CPU."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or (dist.is_available() and dist.is_initialized()):
+        return False
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+        dist.init_process_group("nccl")
+    else:
+        dist.init_process_group("gloo")
+    return True
+
+
+def train_main(args: argparse.Namespace) -> int:
+    """``exactps train``: a new run (``--out``) or a resumed one (``--resume``), on one process or
+    under ``torchrun --nproc_per_node N -m exactps.cli train ...`` (DDP)."""
+    started = _init_distributed()
+    try:
+        if args.resume is not None:
+            if args.out is not None and Path(args.out) != Path(args.resume):
+                raise ValueError(f"--out {args.out} and --resume {args.resume} name different runs")
+            cfg, mcfg, run = _configs_from_run(args)
+            out = Path(args.resume)
+        else:
+            cfg, mcfg, run = _configs_from_args(args)
+            out = Path(args.out)
+        data = open_data(run["data"], int(run["size"]), int(run["channels"]))
+        run_training(
+            cfg,
+            mcfg,
+            data,
+            out,
+            resume=args.resume is not None,
+            init=None if args.resume is not None else args.init,
+            device=args.device,
+            run_info=run,
+            show_progress=not args.no_progress,
+        )
+    finally:
+        if started:
+            dist.destroy_process_group()
+    return 0
