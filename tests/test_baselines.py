@@ -37,15 +37,6 @@ INTERP = VPLinear()
 GRADIENT_BASED = {"dps", "pigdm"}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny problems: one thread is faster and immune to oversubscription."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 class _MatrixPhysics(dinv.physics.LinearPhysics):
     """``A x = M vec(x)`` known only through ``A`` and ``A^T`` (no SVD)."""
 
