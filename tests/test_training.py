@@ -30,27 +30,14 @@ from exactps.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
+from exactps.conditional import ConditionalDenoiser, ConditionalPredictor, conditional_loss, conditioning_image
 from exactps.covariance import IsotropicNoise, SpectralNoise
+from exactps.data import ShardLayout, StepBatches
+from exactps.images import save_grid
+from exactps.objectives import edm_weight, eps_loss, sample_rho, sample_sigma_y
 from exactps.operators import Inpaint, random_masks
 from exactps.priors import GaussianMixture
-from exactps.training import (
-    ConditionalDenoiser,
-    ConditionalPredictor,
-    ShardLayout,
-    StepBatches,
-    TrainConfig,
-    Trainer,
-    add_train_arguments,
-    conditional_loss,
-    conditioning_image,
-    edm_weight,
-    eps_loss,
-    load_pretrained,
-    sample_rho,
-    sample_sigma_y,
-    save_grid,
-    train_main,
-)
+from exactps.training import TrainConfig, Trainer, add_train_arguments, load_pretrained, train_main
 
 SHAPE = (1, 2, 4)
 D = 8
@@ -529,7 +516,7 @@ def test_finetune_loads_every_unconditional_weight(tmp_path, conditioning):
 
 
 def test_finetune_conditional_baseline_from_unconditional(tmp_path):
-    from exactps.training import ConditionalUNet
+    from exactps.conditional import ConditionalUNet
 
     base, path = _unconditional_checkpoint(tmp_path)
     model = ConditionalDenoiser(ConditionalUNet("tiny", 3), 3).eval()

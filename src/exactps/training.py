@@ -1,31 +1,15 @@
 """Training EPS denoisers (METHOD.md, "The EPS denoiser and its training objective").
 
-Objective
----------
-For ``x0 ~ data``, a noise ratio ``rho = s/a``, ``e ~ N(0, I)``, an operator ``A`` drawn from the
-task distribution and ``y = A x0 + s_y n``, form ``x_t / a = x0 + rho e`` and the pivot
+The objectives (``TrainConfig.objective``), all on one code path (:meth:`Trainer.shard_loss`):
 
-    (m, S_t) = pivot(x_t / a, rho, y, s_y),      m | x0 ~ N(x0, S_t),
+* ``"denoiser"``: ``A = 0`` (``m = x_t/a``, ``S_t = rho^2 I``), the unconditional EDM denoiser,
+  e.g. for pretraining;
+* ``"eps"``: the EPS loss over a task distribution (:func:`exactps.objectives.eps_loss`), from
+  scratch or fine-tuned from an unconditional checkpoint (:func:`load_pretrained`);
+* ``"conditional"``: the training-based baseline (:mod:`exactps.conditional`), same backbone, loss
+  and draws, the measurement fed as ``A^T y`` by channel concatenation.
 
-and minimise the EDM-weighted regression loss
-
-    L = E[ lambda(rho) * mean_pixels || D_theta(m; S_t) - x0 ||^2 ],
-    lambda(rho) = (rho^2 + sd^2) / (rho sd)^2,      log rho ~ N(P_mean, P_std^2)
-
-(EDM: ``P_mean = -1.2``, ``P_std = 1.2``, ``sd = 0.5``). Its minimiser is the MMSE denoiser
-``D*(m; S_t) = E[x0 | m]``. ``lambda`` is EDM's weight at the unmeasured-direction noise level
-``rho``: it makes the loss of the unmeasured (hardest) directions unit-scale, while measured
-directions, whose error is at most ``l_i <= rho^2``, weigh less.
-
-Training is interpolant-agnostic: the EPS denoiser depends on ``(x_t, t)`` only through ``m`` and
-``S_t``, which depend on ``(a, s)`` only through ``rho = s/a`` and ``x_t / a``. So drawing
-``rho`` directly (no interpolant, no time) trains one network that serves every interpolant and
-sampler (VP, VE, flows, ...), exactly as an EDM denoiser does.
-
-Objectives: ``"denoiser"`` (``A = 0``: ``m = x_t/a``, ``S_t = rho^2 I``, the unconditional EDM
-denoiser, e.g. for pretraining), ``"eps"`` (the above) and ``"conditional"`` (the training-based
-baseline: a network fed ``(x_t/a, A^T y)`` by channel concatenation, same backbone, same loss, same
-draws; see :class:`ConditionalDenoiser`). A task named ``"none"`` in the task list draws ``A = 0``.
+A task named ``"none"`` in the task list draws ``A = 0``.
 
 Reproducibility
 ---------------
@@ -52,7 +36,6 @@ import copy
 import json
 import math
 import os
-import random
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -64,7 +47,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader
 
 from exactps.checkpoint import (
     atomic_write_text,
@@ -77,39 +60,36 @@ from exactps.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from exactps.covariance import IsotropicNoise, PivotNoise, per_batch
-from exactps.interpolants import Interpolant, get_interpolant
-from exactps.operators.base import LinearOperator, SpectralOperator
+from exactps.conditional import ConditionalDenoiser, ConditionalPredictor, ConditionalUNet, conditional_loss
+from exactps.covariance import IsotropicNoise
+from exactps.data import (
+    ShardLayout,
+    StepBatches,
+    StepKeys,
+    derive_seed,
+    is_indexable,
+    is_sampler,
+    open_data,
+    seeded_global_rng,
+)
+from exactps.images import measurement_image, save_grid
+from exactps.interpolants import get_interpolant
+from exactps.objectives import eps_loss, sample_sigma_y, sigma_y_range
+from exactps.operators.base import LinearOperator
 from exactps.posterior import PosteriorPredictor
 from exactps.samplers import sample
 from exactps.tasks import TASKS, make_task_operator
 
 __all__ = [
     "OBJECTIVES",
-    "BuiltinSource",
-    "ConditionalDenoiser",
-    "ConditionalPredictor",
-    "ConditionalUNet",
     "ModelConfig",
     "PretrainedReport",
-    "ShardLayout",
-    "StepBatches",
     "TrainConfig",
     "Trainer",
     "add_train_arguments",
     "build_model",
-    "conditional_loss",
-    "conditioning_image",
-    "derive_seed",
-    "edm_weight",
-    "eps_loss",
     "load_pretrained",
-    "measurement_image",
-    "open_data",
     "run_training",
-    "sample_rho",
-    "sample_sigma_y",
-    "save_grid",
     "train_main",
 ]
 
@@ -117,8 +97,8 @@ OBJECTIVES = ("denoiser", "eps", "conditional")
 DEFAULT_TASKS = ("sr4", "inpaint-box", "inpaint-random", "deblur-gauss", "deblur-motion")
 #: Tasks whose operator has no random part (built once and cached).
 _FIXED_TASKS = frozenset({"sr4", "sr2-avg", "deblur-gauss", "colorize"})
-# purposes of derived seeds
-_TASK, _SHARD, _DATA, _PERM, _ITEM, _PREVIEW = 1, 2, 3, 4, 5, 6
+# purposes of derived seeds (exactps.data uses 3, 4 and 5)
+_TASK, _SHARD, _PREVIEW = 1, 2, 6
 
 TaskFactory = Callable[..., LinearOperator]
 
@@ -177,7 +157,7 @@ class TrainConfig:
                 raise ValueError(f"task_probs has {len(self.task_probs)} values for {len(self.tasks)} tasks")
             if any(p < 0 for p in self.task_probs) or sum(self.task_probs) <= 0:
                 raise ValueError(f"task_probs must be non-negative and not all zero, got {self.task_probs}")
-        lo, hi = _sigma_y_range(self.sigma_y)
+        lo, hi = sigma_y_range(self.sigma_y)
         if not (0 <= lo <= hi < math.inf):
             raise ValueError(f"sigma_y must be a finite value >= 0 or a range lo <= hi, got {self.sigma_y}")
         positive = ("batch_size", "steps", "log_every", "ckpt_every", "grid_every", "grid_nfe")
@@ -239,279 +219,9 @@ def build_model(objective: str, config: ModelConfig) -> nn.Module:
     return EPSDenoiser(config.preset, config.channels, config.conditioning, config.sigma_data)
 
 
-def _sigma_y_range(spec: float | Sequence[float]) -> tuple[float, float]:
-    if isinstance(spec, int | float):
-        return float(spec), float(spec)
-    if len(spec) != 2:
-        raise ValueError(f"sigma_y must be a value or a (lo, hi) pair, got {spec}")
-    return float(spec[0]), float(spec[1])
-
-
 def _preview_sigma_y(spec: float | Sequence[float]) -> float:
-    lo, hi = _sigma_y_range(spec)
+    lo, hi = sigma_y_range(spec)
     return math.sqrt(lo * hi) if lo > 0 else 0.5 * (lo + hi)
-
-
-# -- seeds ----------------------------------------------------------------------------------------------
-
-
-def derive_seed(*parts: int) -> int:
-    """A 63-bit seed that is a pure function of the non-negative integers ``parts`` (NumPy SeedSequence)."""
-    if any(int(p) < 0 for p in parts):
-        raise ValueError(f"seed parts must be non-negative, got {parts}")
-    state = np.random.SeedSequence([int(p) for p in parts]).generate_state(1, dtype=np.uint64)
-    return int(state[0]) & (2**63 - 1)
-
-
-def _generator(seed: int, device: torch.device) -> torch.Generator:
-    return torch.Generator(device=device).manual_seed(seed)
-
-
-@contextlib.contextmanager
-def _seeded_global_rng(seed: int, device: torch.device | None = None) -> Iterator[None]:
-    """Seed torch's (CPU and ``device``), Python's and NumPy's global generators inside the block,
-    restoring their states afterwards (dropout and datasets that use global randomness)."""
-    cuda = [device] if device is not None and device.type == "cuda" else []
-    py_state = random.getstate()
-    np_state = np.random.get_state()  # noqa: NPY002 (the legacy global generator, saved and restored)
-    with torch.random.fork_rng(devices=cuda):
-        torch.random.default_generator.manual_seed(seed)
-        for d in cuda:
-            with torch.cuda.device(d):
-                torch.cuda.manual_seed(seed)
-        random.seed(seed)
-        np.random.seed(seed % 2**32)  # noqa: NPY002
-        try:
-            yield
-        finally:
-            random.setstate(py_state)
-            np.random.set_state(np_state)  # noqa: NPY002
-
-
-# -- the losses ---------------------------------------------------------------------------------------
-
-
-def sample_rho(
-    batch: int,
-    generator: torch.Generator | None,
-    p_mean: float = -1.2,
-    p_std: float = 1.2,
-    device: torch.device | str = "cpu",
-    dtype: torch.dtype = torch.float32,
-) -> Tensor:
-    """EDM's training noise levels: ``log rho ~ N(P_mean, P_std^2)``, shape ``(batch,)``."""
-    z = torch.randn(batch, generator=generator, device=device, dtype=dtype)
-    return torch.exp(p_mean + p_std * z)
-
-
-def sample_sigma_y(
-    spec: float | Sequence[float],
-    batch: int,
-    generator: torch.Generator | None,
-    device: torch.device | str = "cpu",
-    dtype: torch.dtype = torch.float32,
-) -> Tensor:
-    """``s_y`` per sample, shape ``(batch,)``: fixed, or drawn from ``(lo, hi)`` (log-uniform if ``lo > 0``)."""
-    lo, hi = _sigma_y_range(spec)
-    if lo == hi:
-        return torch.full((batch,), lo, device=device, dtype=dtype)
-    u = torch.rand(batch, generator=generator, device=device, dtype=dtype)
-    if lo > 0:
-        return torch.exp(math.log(lo) + u * (math.log(hi) - math.log(lo)))
-    return lo + u * (hi - lo)
-
-
-def edm_weight(rho: Tensor, sigma_data: float = 0.5) -> Tensor:
-    """``lambda(rho) = (rho^2 + sd^2) / (rho sd)^2`` (EDM's loss weight)."""
-    return (rho**2 + sigma_data**2) / (rho * sigma_data) ** 2
-
-
-def _weighted_mse(pred: Tensor, x0: Tensor, rho: Tensor, sigma_data: float) -> Tensor:
-    """``mean_b lambda(rho_b) mean_pixels (pred_b - x0_b)^2``."""
-    per_sample = (pred.to(x0.dtype) - x0).square().flatten(1).mean(1)
-    return (edm_weight(rho, sigma_data) * per_sample).mean()
-
-
-def _as_batch(v: float | Tensor, like: Tensor) -> Tensor:
-    return torch.broadcast_to(torch.as_tensor(v, dtype=like.dtype, device=like.device).reshape(-1), (like.shape[0],))
-
-
-def _noisy(x0: Tensor, generator: torch.Generator | None, p_mean: float, p_std: float) -> tuple[Tensor, Tensor]:
-    """``(rho, x_t / a = x0 + rho e)``."""
-    rho = sample_rho(x0.shape[0], generator, p_mean, p_std, x0.device, x0.dtype)
-    e = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
-    return rho, x0 + per_batch(rho, x0.ndim) * e
-
-
-def eps_loss(
-    model: Callable[[Tensor, PivotNoise], Tensor],
-    x0: Tensor,
-    operator: LinearOperator | None,
-    sigma_y: float | Tensor,
-    generator: torch.Generator | None = None,
-    *,
-    p_mean: float = -1.2,
-    p_std: float = 1.2,
-    sigma_data: float = 0.5,
-) -> Tensor:
-    """The EPS training loss of one batch (module docstring).
-
-    ``rho ~ logN(P_mean, P_std^2)``, ``x_t/a = x0 + rho e``, ``y = A x0 + s_y n``,
-    ``(m, S_t) = pivot(x_t/a, rho, y, s_y)`` (``A = 0`` if ``operator`` is None: ``m = x_t/a``,
-    ``S_t = rho^2 I``), and ``mean_b lambda(rho_b) mean ||model(m, S_t) - x0||^2``.
-    """
-    rho, x_scaled = _noisy(x0, generator, p_mean, p_std)
-    if operator is None:
-        m, noise = x_scaled, IsotropicNoise(rho)
-    else:
-        sy = _as_batch(sigma_y, x0)
-        y = operator.measure(x0, sy, generator)
-        m, noise = operator.pivot(x_scaled, rho, y, sy)
-    return _weighted_mse(model(m, noise), x0, rho, sigma_data)
-
-
-def conditional_loss(
-    model: Callable[[Tensor, Tensor, Tensor, Tensor], Tensor],
-    x0: Tensor,
-    operator: LinearOperator | None,
-    sigma_y: float | Tensor,
-    generator: torch.Generator | None = None,
-    *,
-    p_mean: float = -1.2,
-    p_std: float = 1.2,
-    sigma_data: float = 0.5,
-) -> Tensor:
-    """The conditional baseline's loss: the same draws as :func:`eps_loss` (same generator calls),
-    but the network sees ``model(x_t/a, rho, cond(A, y), s_y)`` (:func:`conditioning_image`)."""
-    rho, x_scaled = _noisy(x0, generator, p_mean, p_std)
-    if operator is None:
-        sy = torch.full_like(rho, math.inf)
-        cond = torch.zeros_like(x0)
-    else:
-        sy = _as_batch(sigma_y, x0)
-        cond = conditioning_image(operator, operator.measure(x0, sy, generator))
-    return _weighted_mse(model(x_scaled, rho, cond, sy), x0, rho, sigma_data)
-
-
-# -- the conditional baseline -------------------------------------------------------------------------
-
-
-def conditioning_image(operator: LinearOperator | None, y: Tensor | None, like: Tensor | None = None) -> Tensor:
-    """The conditional network's extra input: ``A^T y / k_max^2`` (``k_max``: the largest singular
-    value, per sample, for a :class:`SpectralOperator`; 1 otherwise). It is ``A^+ y`` for operators
-    whose nonzero singular values are equal (inpainting, average-pooling SR) and image-scaled for the
-    rest. Zeros (shaped like ``like``) when there is no operator."""
-    if operator is None or y is None:
-        if like is None:
-            raise ValueError("conditioning_image needs `like` when there is no operator")
-        return torch.zeros_like(like)
-    cond = operator.At(y)
-    if isinstance(operator, SpectralOperator):
-        k = operator.singular_values(operator.coef_ndim)
-        k2 = k.reshape(k.shape[0], -1).amax(1).to(cond.dtype) ** 2
-        cond = cond / per_batch(torch.where(k2 > 0, k2, torch.ones_like(k2)), cond.ndim)  # A = 0: cond = 0
-    return cond
-
-
-class _Levels(IsotropicNoise):
-    """``rho^2 I`` that also carries a measurement noise level (for the backbone's ``s_y`` embedding)."""
-
-    def __init__(self, rho: Tensor, sigma_y: Tensor):
-        super().__init__(rho)
-        self.sigma_y = sigma_y.reshape(-1)
-
-
-class ConditionalUNet(nn.Module):
-    """The DDPM++ backbone of :class:`~exactps.networks.EPSDenoiser` with ``2C`` input channels.
-
-    ``forward(x, rho, sigma_y) -> F`` with ``x = [c_in x_t/a, cond]`` (``2C`` channels): the first
-    convolution is the unconditional one plus a zero-initialised convolution of the ``C``
-    conditioning channels, and ``s_y`` enters through the zero-initialised label embedding, so an
-    unconditional checkpoint loads (:meth:`load_backbone`) and the network starts as the
-    unconditional one.
-    """
-
-    def __init__(self, preset: str = "small-64", channels: int = 3, sigma_data: float = 0.5, **overrides):
-        super().__init__()
-        from exactps.networks import EPSDenoiser
-
-        self.channels = channels
-        # "map" conditioning = C extra, zero-initialised input channels + s_y label embedding
-        self.eps = EPSDenoiser(preset, channels, "map", sigma_data, **overrides)
-
-    def forward(self, x: Tensor, rho: Tensor, sigma_y: Tensor) -> Tensor:
-        if x.ndim != 4 or x.shape[1] != 2 * self.channels:
-            raise ValueError(f"expected (B, {2 * self.channels}, H, W) inputs, got {tuple(x.shape)}")
-        eps, batch = self.eps, x.shape[0]
-        levels = _Levels(rho, sigma_y)
-        dtype = eps.net.map_layer0.weight.dtype
-        labels = eps.sigma_y_features(levels, batch).to(dtype)
-        return eps.net.forward_unet(x.to(dtype), eps.c_noise(levels, batch).to(dtype), class_labels=labels)
-
-    def conditioning_keys(self) -> list[str]:
-        return [f"eps.{k}" for k in self.eps.conditioning_keys()]
-
-    def load_backbone(self, state_dict: Mapping[str, Tensor]) -> list[str]:
-        """Load an unconditional DDPM++ / EPSDenoiser state dict; returns the (conditioning) missing keys."""
-        return [f"eps.net.{k}" for k in self.eps.load_backbone(dict(state_dict))]
-
-
-class ConditionalDenoiser(nn.Module):
-    """Training-based baseline ``D(x_t/a, rho, cond, s_y) -> x0`` with EDM's scalar preconditioning:
-
-        D = c_skip(rho) x_t/a + c_out(rho) F([c_in(rho) x_t/a, cond / sqrt(sd^2 + s_y^2)], rho, s_y),
-
-    ``c_skip = sd^2/(sd^2+rho^2)``, ``c_out = rho sd/sqrt(sd^2+rho^2)``, ``c_in = 1/sqrt(sd^2+rho^2)``,
-    where ``cond`` is :func:`conditioning_image` (``A^T y`` rescaled) and ``backbone`` any module
-    ``(x (B, 2C, H, W), rho (B,), s_y (B,)) -> (B, C, H, W)`` (:class:`ConditionalUNet`, or an MLP).
-    """
-
-    def __init__(self, backbone: nn.Module, channels: int, sigma_data: float = 0.5):
-        super().__init__()
-        self.backbone, self.channels, self.sigma_data = backbone, int(channels), float(sigma_data)
-
-    def forward(self, x_scaled: Tensor, rho: Tensor | float, cond: Tensor, sigma_y: Tensor | float) -> Tensor:
-        batch, sd = x_scaled.shape[0], self.sigma_data
-        rho_b = _as_batch(rho, x_scaled)
-        sy_b = _as_batch(sigma_y, x_scaled)
-        r = per_batch(rho_b, x_scaled.ndim)
-        c_in = torch.rsqrt(sd**2 + r**2)
-        c_skip = sd**2 / (sd**2 + r**2)
-        c_out = r * sd * c_in
-        c_cond = per_batch(torch.rsqrt(sd**2 + sy_b**2), x_scaled.ndim)  # 0 when s_y = inf (no measurement)
-        cond = torch.broadcast_to(cond, x_scaled.shape) if cond.shape[0] == 1 and batch > 1 else cond
-        x_in = torch.cat([c_in * x_scaled, c_cond * cond], dim=1)
-        out = self.backbone(x_in, rho_b, sy_b).to(x_scaled.dtype)
-        return c_skip * x_scaled + c_out * out
-
-    def conditioning_keys(self) -> list[str]:
-        keys = getattr(self.backbone, "conditioning_keys", list)()
-        return [f"backbone.{k}" for k in keys]
-
-    def load_backbone(self, state_dict: Mapping[str, Tensor]) -> list[str]:
-        """Load unconditional weights into the backbone (see :meth:`ConditionalUNet.load_backbone`)."""
-        if not hasattr(self.backbone, "load_backbone"):
-            raise TypeError(f"{type(self.backbone).__name__} cannot load an unconditional checkpoint")
-        return [f"backbone.{k}" for k in self.backbone.load_backbone(state_dict)]
-
-
-@dataclass
-class ConditionalPredictor:
-    """``(x_t, t) -> x0`` from a :class:`ConditionalDenoiser` (for the samplers of :mod:`exactps.samplers`)."""
-
-    model: Callable[..., Tensor]
-    interp: Interpolant
-    operator: LinearOperator | None = None
-    y: Tensor | None = None
-    sigma_y: float | Tensor = 0.0
-
-    def __call__(self, x_t: Tensor, t: Tensor) -> Tensor:
-        tt = self.interp.check_t(t, x_t).reshape(-1)
-        a, s = self.interp.alpha(tt), self.interp.sigma(tt)
-        x_scaled = x_t / per_batch(a, x_t.ndim)
-        cond = conditioning_image(self.operator, self.y, like=x_t)
-        sy = math.inf if self.operator is None else self.sigma_y
-        return self.model(x_scaled, _as_batch(s / a, x_t), cond, _as_batch(sy, x_t))
 
 
 # -- fine-tuning from a pretrained checkpoint ---------------------------------------------------------
@@ -562,166 +272,6 @@ def _own_keys(model: nn.Module, keys: Iterable[str]) -> list[str]:
         matches = [o for o in own if o == k or o.endswith(f".{k}")]
         out.append(matches[0] if len(matches) == 1 else k)
     return out
-
-
-# -- data -----------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ShardLayout:
-    """How a global batch is split: ``n_shards = batch_size / micro_batch`` shards, ``accum`` per rank."""
-
-    batch_size: int
-    micro_batch: int
-    world: int = 1
-    rank: int = 0
-
-    def __post_init__(self) -> None:
-        if self.batch_size % self.micro_batch:
-            raise ValueError(f"micro_batch {self.micro_batch} must divide batch_size {self.batch_size}")
-        if self.n_shards % self.world:
-            raise ValueError(
-                f"batch_size / micro_batch = {self.n_shards} shards cannot be split over {self.world} "
-                "processes; choose batch_size and micro_batch so that it is a multiple of the world size"
-            )
-
-    @property
-    def n_shards(self) -> int:
-        return self.batch_size // self.micro_batch
-
-    @property
-    def accum(self) -> int:
-        """Micro-batches per rank and step (gradient accumulation)."""
-        return self.n_shards // self.world
-
-    @property
-    def shards(self) -> range:
-        return range(self.rank * self.accum, (self.rank + 1) * self.accum)
-
-
-def _is_sampler(data: Any) -> bool:
-    return callable(getattr(data, "sample", None)) and not isinstance(data, Dataset | Tensor)
-
-
-def _is_indexable(data: Any) -> bool:
-    """Map-style datasets of images (a ``Dataset`` or an ``(N, C, H, W)`` tensor); anything else that is
-    iterable (a list of batches, a ``DataLoader``) is taken as a stream of per-rank batches."""
-    return isinstance(data, Tensor | Dataset)
-
-
-class StepBatches(Dataset):
-    """The images of shard ``j`` of step ``k`` as a pure function of ``(seed, k, j)``: ``self[(k, j)]``.
-
-    * an object with ``sample(n, generator)`` (a prior, :class:`BuiltinSource`): drawn with a
-      generator seeded by ``(seed, k, j)``;
-    * a map-style dataset or a tensor of images: the global batch of step ``k`` is positions
-      ``[k B, (k+1) B)`` of the endless concatenation of per-epoch permutations (seeded by
-      ``(seed, epoch)``), shard ``j`` its ``j``-th slice; items are loaded with the global
-      generators seeded by ``(seed, epoch, index)`` (random flips are reproducible too).
-    """
-
-    def __init__(self, data: Any, micro_batch: int, n_shards: int, seed: int):
-        if not (_is_sampler(data) or _is_indexable(data)):
-            raise TypeError(f"cannot draw batches from {type(data).__name__}")
-        if _is_indexable(data) and not _is_sampler(data) and len(data) == 0:
-            raise ValueError("the dataset is empty")
-        self.data, self.micro_batch, self.n_shards, self.seed = data, micro_batch, n_shards, seed
-        self._perm: tuple[int, Tensor] | None = None
-
-    def __getitem__(self, key: tuple[int, int]) -> Tensor:
-        step, shard = key
-        if _is_sampler(self.data):
-            g = torch.Generator().manual_seed(derive_seed(self.seed, _DATA, step, shard))
-            return self.data.sample(self.micro_batch, g)
-        start = (step * self.n_shards + shard) * self.micro_batch
-        return torch.stack([self._item(p) for p in range(start, start + self.micro_batch)])
-
-    def _permutation(self, epoch: int) -> Tensor:
-        if self._perm is None or self._perm[0] != epoch:
-            g = torch.Generator().manual_seed(derive_seed(self.seed, _PERM, epoch))
-            self._perm = (epoch, torch.randperm(len(self.data), generator=g))
-        return self._perm[1]
-
-    def _item(self, position: int) -> Tensor:
-        epoch, offset = divmod(position, len(self.data))
-        index = int(self._permutation(epoch)[offset])
-        if isinstance(self.data, Tensor):
-            return self.data[index]
-        with _seeded_global_rng(derive_seed(self.seed, _ITEM, epoch, index)):
-            return torch.as_tensor(self.data[index])
-
-
-class _StepKeys(Sampler):
-    """``(step, shard)`` for ``step`` in ``[start, stop)`` and this rank's shards, in order."""
-
-    def __init__(self, start: int, stop: int, shards: range):
-        self.start, self.stop, self.shards = start, stop, shards
-
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        for step in range(self.start, self.stop):
-            for shard in self.shards:
-                yield (step, shard)
-
-    def __len__(self) -> int:
-        return max(0, self.stop - self.start) * len(self.shards)
-
-
-@dataclass
-class BuiltinSource:
-    """Endless random crops of scikit-image's photographs (:func:`exactps.data.builtin_crops`)."""
-
-    size: int
-    channels: int = 3
-
-    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        from exactps.data import builtin_crops
-
-        return builtin_crops(n, self.size, generator=generator, channels=self.channels)
-
-
-def open_data(spec: str, size: int, channels: int = 3) -> Any:
-    """``"builtin"`` -> :class:`BuiltinSource`; a directory -> :class:`exactps.data.ImageFolder`."""
-    if spec == "builtin":
-        return BuiltinSource(size, channels)
-    from exactps.data import ImageFolder
-
-    return ImageFolder(spec, size, channels)
-
-
-# -- images -----------------------------------------------------------------------------------------------
-
-
-def save_grid(rows: Sequence[Tensor], path: str | Path, pad: int = 2) -> Path:
-    """Save images in ``[-1, 1]`` as a PNG grid, one row per tensor ``(N, C, H, W)`` (C = 1 or 3),
-    atomically (temporary file + ``os.replace``). Rows may differ in ``N``; images must share ``H, W``."""
-    from PIL import Image
-
-    from exactps.checkpoint import _atomic_write
-
-    if not rows:
-        raise ValueError("save_grid needs at least one row")
-    c, h, w = rows[0].shape[1:]
-    n = max(r.shape[0] for r in rows)
-    canvas = torch.ones(c, len(rows) * (h + pad) + pad, n * (w + pad) + pad)
-    for i, row in enumerate(rows):
-        if tuple(row.shape[1:]) != (c, h, w):
-            raise ValueError(f"row {i} has images of shape {tuple(row.shape[1:])}, expected {(c, h, w)}")
-        for j, img in enumerate(row.detach().float().cpu()):
-            top, left = pad + i * (h + pad), pad + j * (w + pad)
-            canvas[:, top : top + h, left : left + w] = (img.clamp(-1, 1) + 1) / 2
-    arr = (canvas * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
-    image = Image.fromarray(arr[..., 0] if c == 1 else arr)
-    out = Path(path)
-    _atomic_write(out, lambda tmp: image.save(tmp, format="PNG"))
-    return out
-
-
-def measurement_image(operator: LinearOperator, y: Tensor, sigma_y: float | Tensor) -> Tensor:
-    """An image-space view of ``y``: the ridge estimate ``(I + A^T A / s_y^2)^{-1} A^T y / s_y^2``
-    (the pivot at ``x_t/a = 0``, ``rho = 1``), i.e. ``A^+ y`` on well-measured directions, 0 elsewhere."""
-    like = torch.zeros(y.shape[0], *operator.img_shape, dtype=y.dtype, device=y.device)
-    m, _ = operator.pivot(like, torch.ones(1, dtype=y.dtype, device=y.device), y, _as_batch(sigma_y, like))
-    return m
 
 
 # -- distributed helpers ------------------------------------------------------------------------------
@@ -890,8 +440,8 @@ class Trainer:
         cfg = self.config
         seed = derive_seed(cfg.seed, _SHARD, step, shard)
         g_cpu = torch.Generator().manual_seed(seed)
-        g_dev = g_cpu if self.device.type == "cpu" else _generator(seed, self.device)
-        with _seeded_global_rng(seed, self.device):  # dropout
+        g_dev = g_cpu if self.device.type == "cpu" else torch.Generator(device=self.device).manual_seed(seed)
+        with seeded_global_rng(seed, self.device):  # dropout
             op = self._operator(task, x0, g_cpu)
             sy = sample_sigma_y(cfg.sigma_y, x0.shape[0], g_dev, self.device, x0.dtype)
             loss_fn = conditional_loss if cfg.objective == "conditional" else eps_loss
@@ -958,12 +508,12 @@ class Trainer:
     def batches(self, data: Any, stop: int) -> Iterator[list[Tensor]]:
         """This rank's micro-batches for steps ``self.step .. stop - 1`` (lists of ``accum`` tensors)."""
         lay = self.layout
-        if _is_sampler(data) or _is_indexable(data):
+        if is_sampler(data) or is_indexable(data):
             source = StepBatches(data, lay.micro_batch, lay.n_shards, self.config.seed)
             loader = DataLoader(
                 source,
                 batch_size=None,
-                sampler=_StepKeys(self.step, stop, lay.shards),
+                sampler=StepKeys(self.step, stop, lay.shards),
                 num_workers=self.config.num_workers,
                 pin_memory=self.device.type == "cuda",
             )
@@ -1049,7 +599,7 @@ class Trainer:
         conditional), or ``[noisy (rho = 0.5), denoised, unconditional sample, ground truth]``."""
         cfg, net = self.config, self.ema
         x0 = x0.to(self.device, self._dtype())
-        g = _generator(derive_seed(cfg.seed, _PREVIEW), self.device)
+        g = torch.Generator(device=self.device).manual_seed(derive_seed(cfg.seed, _PREVIEW))
         interp = get_interpolant("ve")
         call = self._call(net)
         task = task or next((t for t in cfg.tasks if t != "none"), "none")
