@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from exactps.data import BuiltinCrops, ImageFolder, builtin_crops
+from exactps.data import TRAIN_FRACTION, BuiltinCrops, ImageFolder, builtin_crops
 
 
 def _write(path, size, mode="RGB", fmt=None, seed=0):
@@ -139,3 +139,16 @@ def test_builtin_crops_rejects_bad_arguments():
         builtin_crops(1, 16, channels=2)
     with pytest.raises(ValueError, match="larger than every"):
         builtin_crops(1, 10_000)
+
+
+def test_builtin_train_and_test_splits_partition_every_photograph():
+    from exactps.data import _builtin_images, _split_columns
+
+    for img in _builtin_images(3):
+        train, test = _split_columns(img, "train"), _split_columns(img, "test")
+        assert torch.equal(torch.cat([train, test], dim=-1), img)
+        assert train.shape[-1] == int(TRAIN_FRACTION * img.shape[-1])
+    g = torch.Generator().manual_seed(0)
+    assert not torch.equal(builtin_crops(4, 32, g, split="test"), builtin_crops(4, 32, g.manual_seed(0), split="train"))
+    with pytest.raises(ValueError, match="split"):
+        builtin_crops(1, 16, split="val")

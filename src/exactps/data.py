@@ -35,6 +35,7 @@ from torch.utils.data import Dataset, Sampler
 __all__ = [
     "BUILTIN_IMAGES",
     "IMAGE_EXTENSIONS",
+    "TRAIN_FRACTION",
     "BuiltinCrops",
     "BuiltinSource",
     "ImageFolder",
@@ -266,19 +267,42 @@ def _random_crop(img: Tensor, size: int, generator: torch.Generator | None) -> T
     return crop * 2.0 - 1.0
 
 
-def builtin_crops(n: int, size: int, generator: torch.Generator | None = None, channels: int = 3) -> Tensor:
+#: Fraction of each built-in photograph's width (from the left) used by the ``"train"`` split; the
+#: ``"test"`` split is the rest (a strip on the right no training crop overlaps).
+TRAIN_FRACTION = 0.8
+Split = Literal["all", "train", "test"]
+
+
+def _split_columns(img: Tensor, split: Split) -> Tensor:
+    """The columns of ``img`` (``(C, H, W)``) that belong to ``split``."""
+    cut = int(TRAIN_FRACTION * img.shape[-1])
+    if split == "train":
+        return img[..., :cut]
+    if split == "test":
+        return img[..., cut:]
+    if split == "all":
+        return img
+    raise ValueError(f"split must be 'all', 'train' or 'test', got {split!r}")
+
+
+def builtin_crops(
+    n: int, size: int, generator: torch.Generator | None = None, channels: int = 3, split: Split = "all"
+) -> Tensor:
     """``n`` random crops ``(n, C, size, size)`` in ``[-1, 1]`` of scikit-image's bundled photographs.
 
     Image, position, horizontal flip and scale (1x to 2x downsampling) are drawn from
-    ``generator``, so a seeded generator gives the same crops every time.
+    ``generator``, so a seeded generator gives the same crops every time. ``split="train"`` crops
+    only the left ``TRAIN_FRACTION`` of every photograph and ``"test"`` only the rest, so test crops
+    never share a pixel with training crops (photographs too narrow for ``size`` are skipped).
     """
     if n < 0 or size < 1:
         raise ValueError(f"need n >= 0 and size >= 1, got n={n}, size={size}")
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels}")
-    images = [im for im in _builtin_images(channels) if min(im.shape[1:]) >= size]
+    parts = [_split_columns(im, split) for im in _builtin_images(channels)]
+    images = [im for im in parts if min(im.shape[1:]) >= size]
     if not images:
-        raise ValueError(f"size {size} is larger than every built-in photograph")
+        raise ValueError(f"size {size} is larger than every built-in photograph (split {split!r})")
     picks = torch.randint(len(images), (n,), generator=generator).tolist()
     crops = [_random_crop(images[i], size, generator) for i in picks]
     return torch.stack(crops) if crops else torch.empty(0, channels, size, size)
@@ -439,13 +463,15 @@ class StepKeys(Sampler):
 
 @dataclass
 class BuiltinSource:
-    """Endless random crops of scikit-image's photographs (:func:`exactps.data.builtin_crops`)."""
+    """Endless random crops of scikit-image's photographs (:func:`builtin_crops`; training uses the
+    ``"train"`` split, so crops of the ``"test"`` split are held out)."""
 
     size: int
     channels: int = 3
+    split: Split = "train"
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        return builtin_crops(n, self.size, generator=generator, channels=self.channels)
+        return builtin_crops(n, self.size, generator=generator, channels=self.channels, split=self.split)
 
 
 def open_data(spec: str, size: int, channels: int = 3) -> Any:
