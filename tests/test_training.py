@@ -30,11 +30,10 @@ from exactps.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from exactps.conditional import ConditionalDenoiser, ConditionalPredictor, conditional_loss, conditioning_image
+from exactps.conditional import ConditionalDenoiser, ConditionalPredictor, conditioning_image
 from exactps.covariance import IsotropicNoise, SpectralNoise
 from exactps.data import ShardLayout, StepBatches
 from exactps.images import save_grid
-from exactps.objectives import edm_weight, eps_loss, sample_rho, sample_sigma_y
 from exactps.operators import Inpaint, random_masks
 from exactps.priors import GaussianMixture
 from exactps.training import TrainConfig, Trainer, add_train_arguments, load_pretrained, train_main
@@ -140,92 +139,6 @@ def make_trainer(out=None, *, model_seed: int = 0, dropout: float = 0.1, resume:
 
 def _state_equal(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-
-
-# -- the loss ---------------------------------------------------------------------------------------------
-
-
-def test_eps_loss_is_the_edm_weighted_regression():
-    """Identity model (``D(m) = m``) without operator: ``loss = mean lambda(rho) rho^2 mean(e^2)``."""
-    x0 = torch.randn(16, *SHAPE, generator=torch.Generator().manual_seed(0))
-    seen = {}
-
-    def model(m, noise):
-        seen["noise"] = noise
-        return m
-
-    loss = eps_loss(model, x0, None, 0.1, torch.Generator().manual_seed(1))
-    g = torch.Generator().manual_seed(1)
-    rho = sample_rho(16, g)
-    e = torch.randn(x0.shape, generator=g)
-    expected = (edm_weight(rho) * (rho[:, None] ** 2 * e.flatten(1) ** 2).mean(1)).mean()
-    assert isinstance(seen["noise"], IsotropicNoise)
-    assert torch.allclose(seen["noise"].rho, rho)
-    assert torch.allclose(loss, expected, rtol=1e-6)
-    assert torch.allclose(edm_weight(torch.tensor([0.5])), torch.tensor([8.0]))
-
-
-def test_eps_loss_with_operator_feeds_the_pivot_and_its_covariance():
-    x0 = torch.randn(8, *SHAPE, generator=torch.Generator().manual_seed(0))
-    op = inpaint_factory()("inpaint-random", SHAPE, torch.Generator().manual_seed(2), torch.float32, batch=8)
-    seen = {}
-
-    def model(m, noise):
-        seen["m"], seen["noise"] = m, noise
-        return x0
-
-    loss = eps_loss(model, x0, op, 0.0, torch.Generator().manual_seed(3))
-    assert loss.item() == 0.0
-    noise = seen["noise"]
-    assert isinstance(noise, SpectralNoise)
-    mask = op.physics.mask.bool().expand(x0.shape)
-    # s_y = 0: measured pixels of the pivot are y = x0 exactly, with zero variance
-    assert torch.allclose(seen["m"][mask], x0[mask])
-    assert (noise.var.expand(x0.shape)[mask] == 0).all()
-
-
-def test_conditional_loss_uses_the_same_draws_as_eps_loss():
-    x0 = torch.randn(8, *SHAPE, generator=torch.Generator().manual_seed(0))
-    factory = inpaint_factory()
-    op = factory("t", SHAPE, torch.Generator().manual_seed(2), torch.float32, batch=8)
-    seen = {}
-
-    def eps_model(m, noise):
-        seen["rho_eps"] = noise.rho
-        return m
-
-    def cond_model(x_scaled, rho, cond, sigma_y):
-        seen["rho_cond"], seen["cond"], seen["sy"] = rho, cond, sigma_y
-        return x_scaled
-
-    eps_loss(eps_model, x0, op, 0.1, torch.Generator().manual_seed(4))
-    conditional_loss(cond_model, x0, op, 0.1, torch.Generator().manual_seed(4))
-    assert torch.equal(seen["rho_eps"], seen["rho_cond"])
-    assert torch.all(seen["cond"][~op.physics.mask.bool().expand(x0.shape)] == 0)  # A^T y: zero where unmeasured
-    assert torch.allclose(seen["sy"], torch.full((8,), 0.1))
-
-
-def test_conditioning_image_handles_a_mask_with_nothing_measured():
-    mask = torch.zeros(2, 1, 2, 4)
-    mask[1, 0, 0, 0] = 1
-    op = Inpaint(mask, SHAPE)
-    y = torch.ones(2, *SHAPE)
-    cond = conditioning_image(op, y)
-    assert torch.isfinite(cond).all()
-    assert cond[0].abs().sum() == 0 and cond[1, 0, 0, 0] == 1
-
-
-def test_sigma_y_and_rho_draws():
-    g = torch.Generator().manual_seed(0)
-    fixed = sample_sigma_y(0.05, 5, g)
-    assert torch.equal(fixed, torch.full((5,), 0.05))
-    drawn = sample_sigma_y((0.01, 0.1), 4000, g)
-    assert drawn.min() >= 0.01 and drawn.max() <= 0.1
-    assert abs(drawn.log().mean().item() - math.log(math.sqrt(0.01 * 0.1))) < 0.05  # log-uniform
-    lin = sample_sigma_y((0.0, 0.2), 4000, g)
-    assert lin.min() >= 0 and abs(lin.mean().item() - 0.1) < 0.01
-    rho = sample_rho(20000, g)
-    assert abs(rho.log().mean().item() + 1.2) < 0.05 and abs(rho.log().std().item() - 1.2) < 0.05
 
 
 def test_config_validation_and_round_trip():
