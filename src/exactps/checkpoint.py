@@ -16,6 +16,11 @@ interrupted save leaves either the previous checkpoint or the new one, never a h
 file under a checkpoint's name. Loading checks the JSON, the presence, size and hash of the
 tensor file, and raises :class:`CheckpointError` (or :class:`FileNotFoundError`) naming the
 file on any problem.
+
+An *exported model* (:func:`save_model_file`, written by ``exactps export``) is the same pair
+without the training state: ``<name>.safetensors`` holds one flat state dict (usually the EMA
+weights in float16) and ``<name>.json`` (format ``exactps-model/1``) the objective, the model
+configuration, what it was trained on and the SHA-256 and size of the tensor file.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from torch import Tensor
 
 __all__ = [
     "FORMAT",
+    "MODEL_FORMAT",
     "Checkpoint",
     "CheckpointError",
     "atomic_write_text",
@@ -49,12 +55,17 @@ __all__ = [
     "find_checkpoint",
     "list_checkpoints",
     "load_checkpoint",
+    "load_model_file",
     "load_state_dict_file",
+    "model_file_paths",
+    "record_format",
     "restore_rng_state",
     "save_checkpoint",
+    "save_model_file",
 ]
 
 FORMAT = "exactps-checkpoint/1"
+MODEL_FORMAT = "exactps-model/1"
 _NAME = re.compile(r"^step-(\d+)\.json$")
 
 
@@ -85,6 +96,7 @@ def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     tmp = Path(tmp_name)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 -> the permissions of an ordinary new file
         with tmp.open("rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -92,6 +104,12 @@ def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         tmp.unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -304,23 +322,25 @@ def _read_record(json_path: Path) -> dict[str, Any]:
     return record
 
 
-def _read_tensors(tensor_path: Path, record: Mapping[str, Any], verify: bool) -> dict[str, Tensor]:
+def _read_tensors(
+    tensor_path: Path, record: Mapping[str, Any], verify: bool, what: str = "checkpoint tensors"
+) -> dict[str, Tensor]:
     if not tensor_path.exists():
-        raise FileNotFoundError(f"checkpoint tensors {tensor_path} are missing")
+        raise FileNotFoundError(f"{what} {tensor_path} are missing")
     size = tensor_path.stat().st_size
     if size != record.get("bytes", size):
         raise CheckpointError(
-            f"checkpoint tensors {tensor_path} are truncated or corrupt: {size} bytes, expected {record['bytes']}"
+            f"{what} {tensor_path} are truncated or corrupt: {size} bytes, expected {record['bytes']}"
         )
     if verify and "sha256" in record and _sha256(tensor_path) != record["sha256"]:
         raise CheckpointError(
-            f"checkpoint tensors {tensor_path} are corrupt "
+            f"{what} {tensor_path} are corrupt "
             f"(SHA-256 does not match {tensor_path.with_suffix('.json').name})"
         )
     try:
         return load_file(str(tensor_path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
-        raise CheckpointError(f"checkpoint tensors {tensor_path} are corrupt: {err}") from err
+        raise CheckpointError(f"{what} {tensor_path} are corrupt: {err}") from err
 
 
 def _split(tensors: Mapping[str, Tensor], prefix: str) -> dict[str, Tensor]:
@@ -349,10 +369,13 @@ def load_checkpoint(path: str | Path, verify: bool = True) -> Checkpoint:
 
 
 def load_state_dict_file(path: str | Path, prefer_ema: bool = True) -> dict[str, Tensor]:
-    """Weights from a checkpoint (EMA if present and ``prefer_ema``), a flat ``.safetensors`` state dict,
-    or a ``.pt``/``.pth`` file holding a state dict (``weights_only`` loading)."""
+    """Weights from a checkpoint (EMA if present and ``prefer_ema``), an exported model (its ``.json`` or
+    ``.safetensors``), a flat ``.safetensors`` state dict, or a ``.pt``/``.pth`` file holding a state dict
+    (``weights_only`` loading)."""
     p = Path(path)
     if p.is_dir() or p.suffix == ".json" or (p.suffix == ".safetensors" and p.with_suffix(".json").exists()):
+        if not p.is_dir() and record_format(p.with_suffix(".json")) == MODEL_FORMAT:
+            return load_model_file(p)[1]
         ckpt = load_checkpoint(p)
         return ckpt.ema if (prefer_ema and ckpt.ema) else ckpt.model
     if not p.exists():
@@ -373,3 +396,74 @@ def load_state_dict_file(path: str | Path, prefer_ema: bool = True) -> dict[str,
     if not isinstance(obj, dict) or not all(isinstance(v, Tensor) for v in obj.values()):
         raise CheckpointError(f"weights file {p} does not hold a state dict of tensors")
     return obj
+
+
+# -- exported models ------------------------------------------------------------------------------------
+
+
+def model_file_paths(path: str | Path) -> tuple[Path, Path]:
+    """``(json, safetensors)`` of the exported model ``path`` (given with either suffix or without one)."""
+    p = Path(path)
+    if p.suffix in (".json", ".safetensors"):
+        p = p.with_suffix("")
+    return p.with_name(p.name + ".json"), p.with_name(p.name + ".safetensors")
+
+
+def record_format(json_path: str | Path) -> str | None:
+    """The ``format`` tag of a JSON record, or ``None`` if the file is missing, unreadable or untagged."""
+    try:
+        record = json.loads(Path(json_path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return record.get("format") if isinstance(record, dict) else None
+
+
+def save_model_file(
+    path: str | Path, state: Mapping[str, Tensor], meta: Mapping[str, Any] | None = None, overwrite: bool = False
+) -> Path:
+    """Write the exported model ``path``: ``<path>.safetensors`` (``state``, a flat state dict) and
+    ``<path>.json`` (``meta`` plus format, file name, SHA-256 and size), atomically, tensors first.
+
+    Existing files are an error unless ``overwrite``. Returns the JSON path.
+    """
+    json_path, tensor_path = model_file_paths(path)
+    if not overwrite:
+        for p in (json_path, tensor_path):
+            if p.exists():
+                raise FileExistsError(f"{p} already exists (refusing to overwrite it)")
+    tensors = _cpu_tensors("", state)
+    _atomic_write(tensor_path, lambda tmp: save_file(tensors, str(tmp), metadata={"format": MODEL_FORMAT}))
+    record = {
+        "format": MODEL_FORMAT,
+        **{k: v for k, v in _jsonable(dict(meta or {})).items() if k not in ("format", "tensors", "sha256", "bytes")},
+        "tensors": tensor_path.name,
+        "sha256": _sha256(tensor_path),
+        "bytes": tensor_path.stat().st_size,
+    }
+    atomic_write_text(json_path, json.dumps(record, indent=1))
+    return json_path
+
+
+def load_model_file(path: str | Path, verify: bool = True) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    """``(record, state dict)`` of an exported model (``path`` with either suffix or without one).
+
+    Raises :class:`FileNotFoundError` if a file is missing and :class:`CheckpointError` if one is
+    corrupt, truncated or not an exported model, each naming the file.
+    """
+    json_path, _ = model_file_paths(path)
+    if not json_path.exists():
+        raise FileNotFoundError(f"model record {json_path} does not exist")
+    try:
+        record = json.loads(json_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"model record {json_path} is corrupt or unreadable: {err}") from err
+    if not isinstance(record, dict) or record.get("format") != MODEL_FORMAT:
+        got = record.get("format") if isinstance(record, dict) else type(record).__name__
+        raise CheckpointError(
+            f"{json_path} is not an exported exactps model (format {got!r}, expected {MODEL_FORMAT!r})"
+        )
+    tensor_path = json_path.with_name(str(record.get("tensors", json_path.with_suffix(".safetensors").name)))
+    state = _read_tensors(tensor_path, record, verify, "model weights")
+    if not state:
+        raise CheckpointError(f"model weights {tensor_path} hold no tensors")
+    return record, state

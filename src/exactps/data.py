@@ -45,6 +45,7 @@ __all__ = [
     "builtin_crops",
     "derive_seed",
     "is_sampler",
+    "load_image",
     "open_data",
     "seeded_global_rng",
 ]
@@ -114,6 +115,24 @@ def _center_square(img: Image.Image) -> Image.Image:
     s = min(w, h)
     left, top = (w - s) // 2, (h - s) // 2
     return img.crop((left, top, left + s, top + s))
+
+
+def load_image(path: str | Path, size: int | None = None, channels: int = 3) -> Tensor:
+    """One image file as ``(C, H, W)`` in ``[-1, 1]``, read as :class:`ImageFolder` reads its files:
+    centre-cropped to a square and resized to ``size`` (bicubic), or left as it is if ``size`` is None.
+    Raises ``OSError`` naming the file if it cannot be read."""
+    try:
+        with Image.open(path) as im:
+            if size is not None:
+                im = _center_square(im)
+            if im.mode not in ("I", "I;16", "I;16B", "I;16L", "F"):
+                im = im.convert("L" if channels == 1 else "RGB")
+            if size is not None:
+                im = im.resize((size, size), Image.Resampling.BICUBIC)
+            arr = _pil_to_unit(im, channels)
+    except Exception as exc:
+        raise OSError(f"could not read image {path}: {exc}") from exc
+    return _unit_to_tensor(arr).clamp_(-1.0, 1.0)
 
 
 # -- folder of files ---------------------------------------------------------------------------------
@@ -193,17 +212,7 @@ class ImageFolder(Dataset):
 
     def load(self, index: int) -> Tensor:
         """The ``index``-th image, cropped and resized but not flipped."""
-        path = self.files[index]
-        try:
-            with Image.open(path) as im:
-                im = _center_square(im)
-                if im.mode not in ("I", "I;16", "I;16B", "I;16L", "F"):
-                    im = im.convert("L" if self.channels == 1 else "RGB")
-                im = im.resize((self.size, self.size), Image.Resampling.BICUBIC)
-                arr = _pil_to_unit(im, self.channels)
-        except Exception as exc:
-            raise OSError(f"could not read image {path}: {exc}") from exc
-        return _unit_to_tensor(arr).clamp_(-1.0, 1.0)
+        return load_image(self.files[index], self.size, self.channels)
 
     def __getitem__(self, index: int) -> Tensor:
         x = self.load(index)

@@ -821,6 +821,12 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--workers", type=int, default=None, help="data-loading worker processes (default 0)")
     p.add_argument("--device", default=None, help="default cuda:LOCAL_RANK if available, else cpu")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default: torch's); use 1 when several processes share a CPU",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
