@@ -29,7 +29,19 @@ from exactps.objectives import as_batch, eps_loss
 from exactps.operators.base import LinearOperator
 from exactps.tasks import make_task_operator
 
-__all__ = ["DrawSpec", "FixedDraw", "denoiser_estimate", "denoiser_psnr", "fixed_draw", "heldout_loss", "task_operator"]
+__all__ = [
+    "DrawSpec",
+    "FixedDraw",
+    "ModelScores",
+    "denoiser_estimate",
+    "denoiser_psnr",
+    "fixed_draw",
+    "format_scores",
+    "heldout_loss",
+    "sample_psnr",
+    "score_model",
+    "task_operator",
+]
 
 
 @dataclass(frozen=True)
@@ -113,3 +125,87 @@ def heldout_loss(
             g = torch.Generator(device=x0.device).manual_seed(spec.seed + 1000 * i + 1)
             total += float(loss_fn(model, x0, op, spec.sigma_y, g, sigma_data=sigma_data))
     return total / draws
+
+
+@dataclass
+class ModelScores:
+    """The scores of one model on the held-out images (``None`` where a measure was not run)."""
+
+    name: str
+    images_seen: int | None
+    denoiser: dict[tuple[str, float, float], float]
+    loss: dict[tuple[str, float], float]
+    samples: dict[tuple[str, float], tuple[float, float]] | None = None  # (sample PSNR, mean-of-K PSNR)
+
+    def to_dict(self) -> dict:
+        """JSON-ready record (lists of keyed entries)."""
+        den = [{"task": t, "sigma_y": sy, "rho": r, "psnr": v} for (t, sy, r), v in self.denoiser.items()]
+        loss = [{"task": t, "sigma_y": sy, "loss": v} for (t, sy), v in self.loss.items()]
+        samples = None
+        if self.samples is not None:
+            items = self.samples.items()
+            samples = [{"task": t, "sigma_y": sy, "psnr": a, "mean_psnr": b} for (t, sy), (a, b) in items]
+        return {"model": self.name, "images_seen": self.images_seen, "denoiser_psnr": den, "heldout_loss": loss,
+                "samples": samples}  # fmt: skip
+
+
+def sample_psnr(loaded, x0: Tensor, spec: DrawSpec, num_samples: int, sampler: str, nfe: int) -> tuple[float, float]:
+    """Mean PSNR of posterior samples, and of the mean of ``num_samples`` samples, against ``x0``."""
+    from exactps.inference import posterior_samples
+
+    d = fixed_draw(x0, spec, 1.0)
+    g = torch.Generator(device=x0.device).manual_seed(spec.seed + 2)
+    xs = posterior_samples(loaded, d.operator, d.y, spec.sigma_y, num_samples, sampler, nfe, generator=g)
+    per_sample = torch.stack([psnr(x.to(x0.dtype), x0) for x in xs]).mean()
+    return float(per_sample), float(psnr(xs.mean(0).to(x0.dtype), x0).mean())
+
+
+def score_model(
+    name: str,
+    loaded,
+    x0: Tensor,
+    specs: Sequence[DrawSpec],
+    rhos: Sequence[float],
+    num_samples: int = 0,
+    sampler: str = "heun",
+    nfe: int = 35,
+) -> ModelScores:
+    """:func:`denoiser_psnr` at ``rhos``, :func:`heldout_loss` and (if ``num_samples``) :func:`sample_psnr`
+    of a :class:`exactps.inference.LoadedModel` on every spec."""
+    model, objective = loaded.model, loaded.objective
+    sd = loaded.model_config.sigma_data
+    den = denoiser_psnr(model, objective, x0, specs, rhos)
+    loss = {(s.task, s.sigma_y): heldout_loss(model, objective, x0, s, sigma_data=sd) for s in specs}
+    samples = None
+    if num_samples > 0:
+        samples = {(s.task, s.sigma_y): sample_psnr(loaded, x0, s, num_samples, sampler, nfe) for s in specs}
+    return ModelScores(name, loaded.images_seen, den, loss, samples)
+
+
+def format_scores(scores: Sequence[ModelScores], specs: Sequence[DrawSpec], rhos: Sequence[float]) -> str:
+    """Markdown tables: one per ``rho`` (denoiser PSNR), the held-out loss, and the sample PSNRs."""
+    cols = [f"{s.task} s_y={s.sigma_y:g}" for s in specs]
+    head = "| model | images seen | " + " | ".join(cols) + " |\n|---|---|" + "---|" * len(cols)
+
+    def table(title: str, cell: Callable[[ModelScores, DrawSpec], str]) -> str:
+        rows = [
+            f"| {sc.name} | {sc.images_seen if sc.images_seen is not None else ''} | "
+            + " | ".join(cell(sc, s) for s in specs)
+            + " |"
+            for sc in scores
+        ]
+        return f"{title}\n\n{head}\n" + "\n".join(rows)
+
+    def den(rho: float) -> Callable[[ModelScores, DrawSpec], str]:
+        return lambda sc, s: f"{sc.denoiser[(s.task, s.sigma_y, float(rho))]:.2f}"
+
+    parts = [table(f"denoiser PSNR (dB) at rho = {rho:g}", den(rho)) for rho in rhos]
+    parts.append(table("held-out training loss (lower is better)", lambda sc, s: f"{sc.loss[(s.task, s.sigma_y)]:.4f}"))
+    if all(sc.samples is not None for sc in scores) and scores:
+
+        def cell(sc: ModelScores, s: DrawSpec) -> str:
+            one, mean = sc.samples[(s.task, s.sigma_y)]  # type: ignore[index]
+            return f"{one:.2f} / {mean:.2f}"
+
+        parts.append(table("posterior samples: PSNR of one sample / of the mean of the samples (dB)", cell))
+    return "\n\n".join(parts)
