@@ -221,6 +221,18 @@ def test_step_batches_cover_each_epoch_and_are_reproducible():
     assert not torch.equal(got[:10], got[10:20])  # a new permutation every epoch
 
 
+def test_loader_worker_processes_give_the_same_batches():
+    from exactps.data import BuiltinSource
+
+    data = BuiltinSource(8, channels=1)
+    serial = make_trainer(batch_size=4, micro_batch=2, num_workers=0)
+    parallel = make_trainer(batch_size=4, micro_batch=2, num_workers=2)
+    assert serial.data_workers() == 0 and parallel.data_workers() == 2
+    assert make_trainer().data_workers() == 0  # default on the CPU
+    for a, b in zip(serial.batches(data, 3), parallel.batches(data, 3), strict=True):
+        assert len(a) == len(b) == 2 and all(torch.equal(u, v) for u, v in zip(a, b, strict=True))
+
+
 def test_dataset_item_randomness_is_seeded_and_global_rng_untouched():
     class Flippy(torch.utils.data.Dataset):
         def __len__(self):
