@@ -593,3 +593,17 @@ def test_trained_eps_samples_the_exact_posterior():
         print(f"held-out {seed}: SW2/floor at 50 NFE (Heun): " + ", ".join(f"{k} {v:.2f}" for k, v in ratios.items()))
     for seed, ratios in report:
         assert ratios["eps"] <= 2.0, (seed, ratios)
+
+
+def test_preflight_refuses_bad_task_and_size_before_creating_the_run(tmp_path):
+    from exactps.training import ModelConfig, run_training
+
+    data = torch.rand(4, 3, 18, 18) * 2 - 1
+    cfg = TrainConfig(objective="eps", tasks=("sr4",), batch_size=2, steps=1)
+    with pytest.raises(ValueError, match=r"sr4.*factor 4"):
+        run_training(cfg, ModelConfig("tiny", 3, "map", 0.5, 18), data, tmp_path / "run", show_progress=False)
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(ValueError, match="betas"):
+        TrainConfig(betas=(0.9,)).validate()
+    with pytest.raises(ValueError, match="num_workers"):
+        TrainConfig(num_workers=-1).validate()

@@ -373,6 +373,8 @@ def load_state_dict_file(path: str | Path, prefer_ema: bool = True) -> dict[str,
     ``.safetensors``), a flat ``.safetensors`` state dict, or a ``.pt``/``.pth`` file holding a state dict
     (``weights_only`` loading)."""
     p = Path(path)
+    if not p.exists() and Path(f"{p}.json").exists():  # an exported model named without its suffix
+        p = Path(f"{p}.json")
     if p.is_dir() or p.suffix == ".json" or (p.suffix == ".safetensors" and p.with_suffix(".json").exists()):
         if not p.is_dir() and record_format(p.with_suffix(".json")) == MODEL_FORMAT:
             return load_model_file(p)[1]

@@ -177,7 +177,12 @@ def _heldout_images(spec: str, n: int, size: int, channels: int, seed: int) -> t
 def _run_bench_models(args: argparse.Namespace) -> int:
     from exactps.evaluation import DrawSpec, format_scores, score_model
     from exactps.inference import load_model
+    from exactps.samplers import SAMPLERS
 
+    if args.images < 1 or args.samples < 0 or args.nfe < 1 or not args.rho or min(args.rho) <= 0:
+        raise ValueError("need --images >= 1, --samples >= 0, --nfe >= 1 and positive --rho values")
+    if args.sampler not in SAMPLERS:
+        raise ValueError(f"unknown --sampler {args.sampler!r}; choose one of {sorted(SAMPLERS)}")
     if args.out is not None and not args.force and _existing(args.out, (".json",)):
         return 2
     start = time.perf_counter()
@@ -187,9 +192,14 @@ def _run_bench_models(args: argparse.Namespace) -> int:
     specs = [DrawSpec(t, sy, args.seed) for t in tasks for sy in (args.sigma_y or [0.05])]
     x0 = _heldout_images(args.data, args.images, first.resolution, first.model_config.channels, args.seed)
     x0 = x0.to(first.device)
+    trained_on = first.train_data
+    if args.data == "builtin" and trained_on not in (None, "builtin"):
+        print(f"note: {paths[0]} was trained on {trained_on}; scoring on built-in photographs", file=sys.stderr)
     scores = []
     for path in paths:
         loaded = first if path == paths[0] else load_model(path, device=args.device)
+        if loaded.img_shape != first.img_shape:
+            raise ValueError(f"{path} works on {loaded.img_shape} images but {paths[0]} on {first.img_shape}")
         in_run = path.suffix == ".json" and args.all_checkpoints
         name = f"{path.parent.parent.name}/{path.stem}" if in_run else str(path)
         scores.append(score_model(name, loaded, x0, specs, args.rho, args.samples, args.sampler, args.nfe))

@@ -104,11 +104,12 @@ def denoiser_estimate(model: Callable[..., Tensor], objective: str, x0: Tensor, 
 def denoiser_psnr(
     model: Callable[..., Tensor], objective: str, x0: Tensor, specs: Sequence[DrawSpec], rhos: Sequence[float]
 ) -> dict[tuple[str, float, float], float]:
-    """Mean PSNR (dB, images in ``[-1, 1]``) of :func:`denoiser_estimate`, keyed ``(task, s_y, rho)``."""
+    """Mean PSNR (dB, images in ``[-1, 1]``, estimates clamped to it) of :func:`denoiser_estimate`, keyed
+    ``(task, s_y, rho)``."""
     out = {}
     for spec in specs:
         for rho in rhos:
-            est = denoiser_estimate(model, objective, x0, spec, rho).to(x0.dtype)
+            est = denoiser_estimate(model, objective, x0, spec, rho).to(x0.dtype).clamp(-1, 1)
             out[(spec.task, spec.sigma_y, float(rho))] = float(psnr(est, x0).mean())
     return out
 
@@ -116,7 +117,8 @@ def denoiser_psnr(
 def heldout_loss(
     model: Callable[..., Tensor], objective: str, x0: Tensor, spec: DrawSpec, draws: int = 4, sigma_data: float = 0.5
 ) -> float:
-    """The training loss (``rho ~ logN(-1.2, 1.2^2)``, EDM weight) averaged over ``draws`` seeded draws."""
+    """The EPS (or conditional) loss with EDM's defaults (``rho ~ logN(-1.2, 1.2^2)``, EDM weight),
+    averaged over ``draws`` seeded draws (comparable across models whatever their training settings)."""
     loss_fn: Callable[..., Tensor] = conditional_loss if objective == "conditional" else eps_loss
     total = 0.0
     with torch.no_grad():
@@ -156,8 +158,9 @@ def sample_psnr(loaded, x0: Tensor, spec: DrawSpec, num_samples: int, sampler: s
     d = fixed_draw(x0, spec, 1.0)
     g = torch.Generator(device=x0.device).manual_seed(spec.seed + 2)
     xs = posterior_samples(loaded, d.operator, d.y, spec.sigma_y, num_samples, sampler, nfe, generator=g)
-    per_sample = torch.stack([psnr(x.to(x0.dtype), x0) for x in xs]).mean()
-    return float(per_sample), float(psnr(xs.mean(0).to(x0.dtype), x0).mean())
+    xs = xs.to(x0.dtype).clamp(-1, 1)  # as the images a user sees (and as `exactps sample` scores them)
+    per_sample = torch.stack([psnr(x, x0) for x in xs]).mean()
+    return float(per_sample), float(psnr(xs.mean(0), x0).mean())
 
 
 def score_model(
@@ -171,13 +174,14 @@ def score_model(
     nfe: int = 35,
 ) -> ModelScores:
     """:func:`denoiser_psnr` at ``rhos``, :func:`heldout_loss` and (if ``num_samples``) :func:`sample_psnr`
-    of a :class:`exactps.inference.LoadedModel` on every spec."""
+    of a :class:`exactps.inference.LoadedModel` on every spec. An unconditional model (``"denoiser"``)
+    is scored through the pivot, but not sampled with a measurement (it was not trained for one)."""
     model, objective = loaded.model, loaded.objective
     sd = loaded.model_config.sigma_data
     den = denoiser_psnr(model, objective, x0, specs, rhos)
     loss = {(s.task, s.sigma_y): heldout_loss(model, objective, x0, s, sigma_data=sd) for s in specs}
     samples = None
-    if num_samples > 0:
+    if num_samples > 0 and (objective != "denoiser" or all(s.task == "none" for s in specs)):
         samples = {(s.task, s.sigma_y): sample_psnr(loaded, x0, s, num_samples, sampler, nfe) for s in specs}
     return ModelScores(name, loaded.images_seen, den, loss, samples)
 
@@ -201,10 +205,12 @@ def format_scores(scores: Sequence[ModelScores], specs: Sequence[DrawSpec], rhos
 
     parts = [table(f"denoiser PSNR (dB) at rho = {rho:g}", den(rho)) for rho in rhos]
     parts.append(table("held-out training loss (lower is better)", lambda sc, s: f"{sc.loss[(s.task, s.sigma_y)]:.4f}"))
-    if all(sc.samples is not None for sc in scores) and scores:
+    if any(sc.samples is not None for sc in scores):
 
         def cell(sc: ModelScores, s: DrawSpec) -> str:
-            one, mean = sc.samples[(s.task, s.sigma_y)]  # type: ignore[index]
+            if sc.samples is None:
+                return "n/a"
+            one, mean = sc.samples[(s.task, s.sigma_y)]
             return f"{one:.2f} / {mean:.2f}"
 
         parts.append(table("posterior samples: PSNR of one sample / of the mean of the samples (dB)", cell))

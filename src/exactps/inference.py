@@ -87,6 +87,7 @@ class LoadedModel:
     step: int | None = None
     tasks: tuple[str, ...] | None = None
     sigma_y: float | tuple[float, ...] | None = None
+    train_data: str | None = None  # "builtin" or the training image folder's name
 
     @property
     def resolution(self) -> int:
@@ -190,10 +191,13 @@ def _model_record(record: dict[str, Any], json_path: Path) -> tuple[str, ModelCo
     return objective, ModelConfig.from_dict(mcfg)
 
 
-def _train_summary(objective: str, train_config: dict[str, Any]) -> dict[str, Any]:
-    """What a shared model records of its training (a ``denoiser`` only ever saw ``A = 0``: task ``none``)."""
+def _train_summary(objective: str, train_config: dict[str, Any], data: str | None = None) -> dict[str, Any]:
+    """What a shared model records of its training (a ``denoiser`` only ever saw ``A = 0``: task ``none``);
+    the data as ``builtin`` or the image folder's name (never a full path)."""
     keys = ("tasks", "task_probs", "sigma_y", "steps", "batch_size", "seed")
     summary = {k: train_config[k] for k in keys if k in train_config}
+    if data is not None:
+        summary["data"] = data if data == "builtin" else Path(data).name
     if objective == "denoiser":
         summary.update(tasks=["none"], task_probs=None)
     return summary
@@ -226,7 +230,7 @@ def _read_weights(path: str | Path, prefer_ema: bool = True) -> _Weights:
         use_ema,
         position.get("images_seen"),
         ckpt.step,
-        _train_summary(objective, ckpt.meta.get("train_config") or {}),
+        _train_summary(objective, ckpt.meta.get("train_config") or {}, (ckpt.meta.get("run") or {}).get("data")),
     )
 
 
@@ -280,7 +284,9 @@ def load_model(
     sigma_y = train.get("sigma_y")
     sigma_y = tuple(sigma_y) if isinstance(sigma_y, list) else sigma_y
     w = weights
-    return LoadedModel(model, w.objective, w.model_config, w.source, w.images_seen, w.step, tasks, sigma_y)
+    return LoadedModel(
+        model, w.objective, w.model_config, w.source, w.images_seen, w.step, tasks, sigma_y, train.get("data")
+    )
 
 
 # -- export --------------------------------------------------------------------------------------------

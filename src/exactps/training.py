@@ -39,7 +39,7 @@ import os
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -168,6 +168,12 @@ class TrainConfig:
             raise ValueError(f"micro_batch ({self.micro_batch}) must divide batch_size ({self.batch_size})")
         if not (self.lr > 0 and 0 <= self.ema_decay < 1 and self.warmup_steps >= 0 and self.p_std > 0):
             raise ValueError("need lr > 0, 0 <= ema_decay < 1, warmup_steps >= 0, p_std > 0")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"betas must be two values in [0, 1), got {self.betas}")
+        if self.weight_decay < 0 or self.keep_checkpoints < 0 or self.grid_images < 1:
+            raise ValueError("need weight_decay >= 0, keep_checkpoints >= 0 and grid_images >= 1")
+        if self.num_workers is not None and self.num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
         if self.grad_clip is not None and self.grad_clip <= 0:
             raise ValueError(f"grad_clip must be positive or None, got {self.grad_clip}")
         return self
@@ -331,6 +337,8 @@ class Trainer:
         micro = config.micro_batch or config.batch_size // self.world
         if micro < 1 or config.batch_size % self.world:
             raise ValueError(f"batch_size {config.batch_size} must be a multiple of the world size {self.world}")
+        # recorded, so that the run's shards (hence its draws) stay the same on any number of processes
+        self.config = config = replace(config, micro_batch=micro)
         self.layout = ShardLayout(config.batch_size, micro, self.world, self.rank)
         self.model = model.to(self.device)
         self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
@@ -741,6 +749,30 @@ def _jsonish(v: Any) -> Any:
 # -- entry points ---------------------------------------------------------------------------------------
 
 
+@torch.no_grad()
+def preflight(model: nn.Module, config: TrainConfig, model_config: ModelConfig) -> None:
+    """Build every task's operator for the run's image shape and call the model once on a zero image
+    per task, so that a bad combination (``sr4`` with a size not divisible by 4, ``colorize`` on grey
+    images, a size the U-Net cannot halve) fails before the run directory is created."""
+    from exactps.networks import PRESETS
+
+    res = model_config.resolution or PRESETS[model_config.preset].img_resolution
+    shape = (model_config.channels, res, res)
+    x0 = torch.zeros(1, *shape)
+    tasks = ("none",) if config.objective == "denoiser" else config.tasks
+    was_training = model.training
+    model.eval()
+    try:
+        for task in tasks:
+            op = None if task == "none" else make_task_operator(task, shape, torch.Generator().manual_seed(0))
+            loss_fn = conditional_loss if config.objective == "conditional" else eps_loss
+            loss_fn(model, x0, op, sigma_y_range(config.sigma_y)[1], torch.Generator().manual_seed(0))
+    except (ValueError, RuntimeError) as err:
+        raise ValueError(f"task {task!r} on {shape} images does not work with this model: {err}") from err
+    finally:
+        model.train(was_training)
+
+
 def run_training(
     config: TrainConfig,
     model_config: ModelConfig,
@@ -759,6 +791,8 @@ def run_training(
         torch.manual_seed(config.seed)
         model = build_model(config.objective, model_config)
     rank, _ = _dist_info()
+    if not resume:
+        preflight(model, config, model_config)
     if init is not None and not resume:
         report = load_pretrained(model, init)
         if rank == 0:
@@ -899,7 +933,8 @@ def _configs_from_args(args: argparse.Namespace) -> tuple[TrainConfig, ModelConf
     size = args.size or PRESETS[preset].img_resolution
     channels = args.channels or 3
     mcfg = ModelConfig(preset, channels, conditioning, cfg.sigma_data, size)
-    return cfg, mcfg, {"data": str(args.data), "size": size, "channels": channels}
+    data = "builtin" if args.data == "builtin" else str(Path(args.data).resolve())  # resumable from anywhere
+    return cfg, mcfg, {"data": data, "size": size, "channels": channels}
 
 
 def _configs_from_run(args: argparse.Namespace) -> tuple[TrainConfig, ModelConfig, dict[str, Any]]:
