@@ -343,7 +343,9 @@ One of three modes:
 
 _SAMPLE_EPILOG = """\
 tasks, and what --measurement holds for images of the model's size R x R:
-  sr4                  the low-resolution image, R/4 x R/4 (bicubic 4x downsampling)
+  sr4                  the low-resolution image, R/4 x R/4, made by exactps's operator (deepinv's
+                       bicubic Downsampling, circular boundary); other resizers sample other pixel
+                       positions, so simulate with --image, or measure with exactps.tasks
   sr2-avg              the low-resolution image, R/2 x R/2 (2x2 average pooling)
   deblur-gauss         the blurred image, R x R (the training Gaussian blur, or --kernel)
   deblur-motion        the blurred image, R x R; needs --kernel (simulation: random if absent)
@@ -360,7 +362,8 @@ tasks, and what --measurement holds for images of the model's size R x R:
 files written to --out DIR (NAME: the input's file name without suffix; 'prior' for --task none):
   NAME_grid.png         one row: measurement view, the samples, their mean (, the ground truth)
   NAME_sample-K.png     each sample, and NAME_mean.png their mean
-  NAME_measurement.png  (--image) the simulated y, which --measurement reads back; NAME_mask.png
+  NAME_measurement.png  (--image) the simulated y as a picture (clipped to [-1, 1], 8-bit), which
+                        --measurement reads back approximately; NAME_mask.png
                         the mask of inpainting tasks
   metrics.json          (--image) the settings and every PSNR
 
