@@ -97,6 +97,7 @@ class ConditionalUNet(nn.Module):
         if x.ndim != 4 or x.shape[1] != 2 * self.channels:
             raise ValueError(f"expected (B, {2 * self.channels}, H, W) inputs, got {tuple(x.shape)}")
         eps, batch = self.eps, x.shape[0]
+        eps._check(x[:, : self.channels])  # image size the U-Net can halve
         levels = _Levels(rho, sigma_y)
         dtype = eps.net.map_layer0.weight.dtype
         labels = eps.sigma_y_features(levels, batch).to(dtype)
