@@ -109,7 +109,8 @@ def test_bench_models_cli_scores_every_checkpoint(tmp_path, capsys):
     run_training(cfg, ModelConfig("tiny", 3, "map", 0.5, 16), data, run, device="cpu", show_progress=False)
     out = tmp_path / "scores"
     argv = ["bench", "models", str(run), "--all-checkpoints", "--images", "3", "--rho", "1", "--samples", "2",
-            "--nfe", "4", "--sigma-y", "0.05,0.2", "--out", str(out)]  # fmt: skip
+            "--nfe", "4", "--sigma-y", "0.05,0.2", "--out", str(out), "--grid", str(tmp_path / "grid.png"),
+            "--grid-scale", "2"]  # fmt: skip
     assert main(argv) == 0
     text = capsys.readouterr().out
     assert "| run/step-000000001 | 2 |" in text and "| run/step-000000002 | 4 |" in text
@@ -118,6 +119,10 @@ def test_bench_models_cli_scores_every_checkpoint(tmp_path, capsys):
     assert [r["images_seen"] for r in rows] == [2, 4]
     assert {(d["sigma_y"], d["rho"]) for d in rows[0]["denoiser_psnr"]} == {(0.05, 1.0), (0.2, 1.0)}
     assert all(math.isfinite(s["psnr"]) and math.isfinite(s["mean_psnr"]) for s in rows[1]["samples"])
+    from PIL import Image
+
+    grid = Image.open(tmp_path / "grid.png")  # rows: measurement, 2 checkpoints, ground truth; 3 images
+    assert grid.size == (2 * (3 * 18 + 2), 2 * (4 * 18 + 2))
     assert main(argv) == 2  # refuses to overwrite
     assert "exists" in capsys.readouterr().err
     assert main(["bench", "models", str(tmp_path / "missing")]) == 2

@@ -149,7 +149,14 @@ def _add_bench_models(bench: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default=None, help="default cuda if available, else cpu")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--out", type=Path, default=None, help="also write the scores as OUT.json")
-    p.add_argument("--force", action="store_true", help="overwrite an existing OUT.json")
+    p.add_argument(
+        "--grid",
+        type=Path,
+        default=None,
+        help="write a PNG: measurement view, one sample per model, ground truth (first task, 8 images)",
+    )
+    p.add_argument("--grid-scale", type=int, default=1, help="enlarge the grid's pixels (small images)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing OUT.json or grid")
     p.set_defaults(func=_run_bench_models)
 
 
@@ -185,6 +192,8 @@ def _run_bench_models(args: argparse.Namespace) -> int:
         raise ValueError(f"unknown --sampler {args.sampler!r}; choose one of {sorted(SAMPLERS)}")
     if args.out is not None and not args.force and _existing(args.out, (".json",)):
         return 2
+    if args.grid is not None and not args.force and _existing(args.grid, (".png",)):
+        return 2
     start = time.perf_counter()
     paths = _model_paths(args.models, args.all_checkpoints)
     first = load_model(paths[0], device=args.device)
@@ -195,16 +204,25 @@ def _run_bench_models(args: argparse.Namespace) -> int:
     trained_on = first.train_data
     if args.data == "builtin" and trained_on not in (None, "builtin"):
         print(f"note: {paths[0]} was trained on {trained_on}; scoring on built-in photographs", file=sys.stderr)
-    scores = []
+    scores, models = [], []
     for path in paths:
         loaded = first if path == paths[0] else load_model(path, device=args.device)
         if loaded.img_shape != first.img_shape:
             raise ValueError(f"{path} works on {loaded.img_shape} images but {paths[0]} on {first.img_shape}")
+        models.append(loaded)
         in_run = path.suffix == ".json" and args.all_checkpoints
         name = f"{path.parent.parent.name}/{path.stem}" if in_run else str(path)
         scores.append(score_model(name, loaded, x0, specs, args.rho, args.samples, args.sampler, args.nfe))
         print(f"  scored {name}", file=sys.stderr, flush=True)
     print(format_scores(scores, specs, args.rho))
+    if args.grid is not None:
+        from exactps.evaluation import comparison_rows
+        from exactps.images import save_grid
+
+        sampled = [m for m in models if m.objective != "denoiser" or specs[0].task == "none"]
+        rows = comparison_rows(sampled, x0[:8], specs[0], args.sampler, args.nfe)
+        print(f"wrote {save_grid(rows, args.grid.with_suffix('.png'), scale=args.grid_scale)} (rows: measurement, "
+              f"{', '.join(str(m.source) for m in sampled)}, ground truth)")  # fmt: skip
     print(f"\n({len(x0)} held-out images; {time.perf_counter() - start:.0f} s on {first.device})")
     if args.out is not None:
         rows = [sc.to_dict() for sc in scores]

@@ -33,11 +33,13 @@ __all__ = [
     "DrawSpec",
     "FixedDraw",
     "ModelScores",
+    "comparison_rows",
     "denoiser_estimate",
     "denoiser_psnr",
     "fixed_draw",
     "format_scores",
     "heldout_loss",
+    "model_samples",
     "sample_psnr",
     "score_model",
     "task_operator",
@@ -151,16 +153,32 @@ class ModelScores:
                 "samples": samples}  # fmt: skip
 
 
-def sample_psnr(loaded, x0: Tensor, spec: DrawSpec, num_samples: int, sampler: str, nfe: int) -> tuple[float, float]:
-    """Mean PSNR of posterior samples, and of the mean of ``num_samples`` samples, against ``x0``."""
+def model_samples(loaded, x0: Tensor, spec: DrawSpec, num_samples: int, sampler: str, nfe: int) -> Tensor:
+    """``(num_samples, B, C, H, W)`` posterior samples for the measurements of ``spec`` of ``x0``, clamped to
+    ``[-1, 1]`` as the images a user sees (and as ``exactps sample`` scores them)."""
     from exactps.inference import posterior_samples
 
     d = fixed_draw(x0, spec, 1.0)
     g = torch.Generator(device=x0.device).manual_seed(spec.seed + 2)
     xs = posterior_samples(loaded, d.operator, d.y, spec.sigma_y, num_samples, sampler, nfe, generator=g)
-    xs = xs.to(x0.dtype).clamp(-1, 1)  # as the images a user sees (and as `exactps sample` scores them)
+    return xs.to(x0.dtype).clamp(-1, 1)
+
+
+def sample_psnr(loaded, x0: Tensor, spec: DrawSpec, num_samples: int, sampler: str, nfe: int) -> tuple[float, float]:
+    """Mean PSNR of posterior samples, and of the mean of ``num_samples`` samples, against ``x0``."""
+    xs = model_samples(loaded, x0, spec, num_samples, sampler, nfe)
     per_sample = torch.stack([psnr(x, x0) for x in xs]).mean()
     return float(per_sample), float(psnr(xs.mean(0), x0).mean())
+
+
+def comparison_rows(models: Sequence, x0: Tensor, spec: DrawSpec, sampler: str, nfe: int) -> list[Tensor]:
+    """Picture rows for ``x0``: the measurement's image-space view, one posterior sample per model (same
+    measurements), and the ground truth."""
+    from exactps.images import measurement_image
+
+    d = fixed_draw(x0, spec, 1.0)
+    view = x0 * 0 if d.operator is None or d.y is None else measurement_image(d.operator, d.y, spec.sigma_y)
+    return [view, *(model_samples(m, x0, spec, 1, sampler, nfe)[0] for m in models), x0]
 
 
 def score_model(

@@ -15,11 +15,14 @@ from exactps.operators.base import LinearOperator
 __all__ = ["measurement_image", "save_grid"]
 
 
-def save_grid(rows: Sequence[Tensor], path: str | Path, pad: int = 2) -> Path:
+def save_grid(rows: Sequence[Tensor], path: str | Path, pad: int = 2, scale: int = 1) -> Path:
     """Save images in ``[-1, 1]`` as a PNG grid, one row per tensor ``(N, C, H, W)`` (C = 1 or 3),
-    atomically (temporary file + ``os.replace``). Rows may differ in ``N``; images must share ``H, W``."""
+    atomically (temporary file + ``os.replace``). Rows may differ in ``N``; images must share ``H, W``.
+    ``scale`` enlarges the grid by pixel replication (for small images)."""
     from PIL import Image
 
+    if scale < 1:
+        raise ValueError(f"scale must be >= 1, got {scale}")
     if not rows:
         raise ValueError("save_grid needs at least one row")
     c, h, w = rows[0].shape[1:]
@@ -33,6 +36,8 @@ def save_grid(rows: Sequence[Tensor], path: str | Path, pad: int = 2) -> Path:
             canvas[:, top : top + h, left : left + w] = (img.clamp(-1, 1) + 1) / 2
     arr = (canvas * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
     image = Image.fromarray(arr[..., 0] if c == 1 else arr)
+    if scale > 1:
+        image = image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
     out = Path(path)
     _atomic_write(out, lambda tmp: image.save(tmp, format="PNG"))
     return out
