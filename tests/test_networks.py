@@ -1,5 +1,6 @@
 """EPS denoiser network: presets, matrix-valued EDM preconditioning, conditioning, checkpoints."""
 
+import copy
 import math
 import time
 
@@ -326,3 +327,26 @@ def test_blur_noise_through_posterior_predictor():
     m, _ = pivot(interp, x_t, t, op, y, 0.05)
     assert x0_hat.shape == x0.shape and torch.isfinite(x0_hat).all()
     assert not math.isclose((x0_hat - m).abs().max().item(), 0.0)
+
+
+def test_compiled_backbone_is_one_graph_for_every_operator_type():
+    """Only the U-Net is compiled, so sr4, inpainting, blur and A = 0 share one graph (dynamo's eager
+    backend: tracing and guards as in production, no code generation) and give the eager result."""
+    from torch._dynamo.utils import counters
+
+    from exactps.networks import compile_backbone
+    from exactps.objectives import eps_loss
+    from exactps.tasks import make_task_operator
+
+    torch._dynamo.reset()
+    counters.clear()
+    torch.manual_seed(0)
+    eager = EPSDenoiser("tiny", 3, "map")
+    compiled = compile_backbone(copy.deepcopy(eager), backend="eager")
+    x0 = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    for task in ("sr4", "inpaint-box", "deblur-motion", None):
+        op = None if task is None else make_task_operator(task, (3, 16, 16), torch.Generator().manual_seed(0), batch=2)
+        losses = [eps_loss(m, x0, op, 0.05, torch.Generator().manual_seed(2)) for m in (eager, compiled)]
+        assert torch.allclose(losses[0], losses[1], rtol=1e-5)
+    assert counters["stats"]["unique_graphs"] == 1
+    torch._dynamo.reset()

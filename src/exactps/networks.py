@@ -74,6 +74,7 @@ __all__ = [
     "Conditioning",
     "EPSDenoiser",
     "build_backbone",
+    "compile_backbone",
     "count_parameters",
     "variance_map",
 ]
@@ -400,3 +401,20 @@ class EPSDenoiser(nn.Module):
         if bad or result.unexpected_keys:
             raise KeyError(f"backbone state dict mismatch: missing {bad}, unexpected {result.unexpected_keys}")
         return list(result.missing_keys)
+
+
+def compile_backbone(model: nn.Module, **options) -> nn.Module:
+    """``torch.compile`` the U-Net inside ``model`` (in place) and return ``model``.
+
+    Only the backbone's ``forward_unet(x, c_noise, labels)`` is compiled: it sees plain tensors of fixed
+    shapes whatever the operator, so one graph serves every task, while the matrix-valued
+    preconditioning (a Python function of the operator type) stays eager. Compiling the whole model
+    would recompile for every operator type. Modules without a DDPM++ backbone are compiled whole.
+    """
+    nets = [m for m in model.modules() if isinstance(m, NCSNpp)]
+    if not nets:
+        model.compile(**options)
+    for net in nets:
+        net.forward_unet = torch.compile(net.forward_unet, **options)
+    return model
+

@@ -115,8 +115,8 @@ class TrainConfig:
     fixed value or a ``(lo, hi)`` range drawn per sample (log-uniform if ``lo > 0``, else uniform).
     ``task_probs`` (default uniform) weights ``tasks``; each step draws one task, and every sample
     gets its own mask/kernel. ``bf16`` autocast is used on CUDA only. ``compile`` applies
-    ``torch.compile`` to the model: the first step compiles for minutes, and every new operator
-    type (task) triggers a recompilation, so it pays off for long single-task runs.
+    ``torch.compile`` to the U-Net (:func:`exactps.networks.compile_backbone`): the first step compiles
+    for minutes, then one graph serves every task of a mixture.
     """
 
     objective: str = "eps"
@@ -368,7 +368,9 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.net = DistributedDataParallel(self.model, device_ids=ids)
         if config.compile:
-            self.net.compile()
+            from exactps.networks import compile_backbone
+
+            compile_backbone(self.model)
 
     # -- setup ------------------------------------------------------------------------------------------
     def _check_tasks(self) -> None:
