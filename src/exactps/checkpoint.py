@@ -96,7 +96,7 @@ def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     tmp = Path(tmp_name)
     try:
         write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 -> the permissions of an ordinary new file
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp's 0600 -> the permissions of an ordinary new file
         with tmp.open("rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -106,10 +106,14 @@ def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     _fsync_dir(path.parent)
 
 
-def _umask() -> int:
+def _read_umask() -> int:
+    """The process umask (read once, at import: setting it is process-wide, so never toggled later)."""
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+_UMASK = _read_umask()
 
 
 def _fsync_dir(directory: Path) -> None:
