@@ -110,7 +110,7 @@ def test_bench_models_cli_scores_every_checkpoint(tmp_path, capsys):
     out = tmp_path / "scores"
     argv = ["bench", "models", str(run), "--all-checkpoints", "--images", "3", "--rho", "1", "--samples", "2",
             "--nfe", "4", "--sigma-y", "0.05,0.2", "--out", str(out), "--grid", str(tmp_path / "grid.png"),
-            "--grid-scale", "2"]  # fmt: skip
+            "--grid-scale", "2", "--plot", str(tmp_path / "curve.png")]  # fmt: skip
     assert main(argv) == 0
     text = capsys.readouterr().out
     assert "| run/step-000000001 | 2 |" in text and "| run/step-000000002 | 4 |" in text
@@ -123,6 +123,7 @@ def test_bench_models_cli_scores_every_checkpoint(tmp_path, capsys):
 
     grid = Image.open(tmp_path / "grid.png")  # rows: measurement, 2 checkpoints, ground truth; 3 images
     assert grid.size == (2 * (3 * 18 + 2), 2 * (4 * 18 + 2))
+    assert Image.open(tmp_path / "curve.png").size[0] > 0
     assert main(argv) == 2  # refuses to overwrite
     assert "exists" in capsys.readouterr().err
     assert main(["bench", "models", str(tmp_path / "missing")]) == 2

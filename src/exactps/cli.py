@@ -156,6 +156,7 @@ def _add_bench_models(bench: argparse._SubParsersAction) -> None:
         help="write a PNG: measurement view, one sample per model, ground truth (first task, 8 images)",
     )
     p.add_argument("--grid-scale", type=int, default=1, help="enlarge the grid's pixels (small images)")
+    p.add_argument("--plot", type=Path, default=None, help="write a PNG of PSNR vs images seen (one line per run)")
     p.add_argument("--force", action="store_true", help="overwrite an existing OUT.json or grid")
     p.set_defaults(func=_run_bench_models)
 
@@ -192,8 +193,9 @@ def _run_bench_models(args: argparse.Namespace) -> int:
         raise ValueError(f"unknown --sampler {args.sampler!r}; choose one of {sorted(SAMPLERS)}")
     if args.out is not None and not args.force and _existing(args.out, (".json",)):
         return 2
-    if args.grid is not None and not args.force and _existing(args.grid, (".png",)):
-        return 2
+    for picture in (args.grid, args.plot):
+        if picture is not None and not args.force and _existing(picture, (".png",)):
+            return 2
     start = time.perf_counter()
     paths = _model_paths(args.models, args.all_checkpoints)
     first = load_model(paths[0], device=args.device)
@@ -215,6 +217,11 @@ def _run_bench_models(args: argparse.Namespace) -> int:
         scores.append(score_model(name, loaded, x0, specs, args.rho, args.samples, args.sampler, args.nfe))
         print(f"  scored {name}", file=sys.stderr, flush=True)
     print(format_scores(scores, specs, args.rho))
+    if args.plot is not None:
+        from exactps.evaluation import plot_curves
+
+        plot_curves(scores, specs, args.rho, args.plot.with_suffix(".png"))
+        print(f"wrote {args.plot.with_suffix('.png')}")
     if args.grid is not None:
         from exactps.evaluation import comparison_rows
         from exactps.images import save_grid

@@ -40,6 +40,7 @@ __all__ = [
     "format_scores",
     "heldout_loss",
     "model_samples",
+    "plot_curves",
     "sample_psnr",
     "score_model",
     "task_operator",
@@ -233,3 +234,33 @@ def format_scores(scores: Sequence[ModelScores], specs: Sequence[DrawSpec], rhos
 
         parts.append(table("posterior samples: PSNR of one sample / of the mean of the samples (dB)", cell))
     return "\n\n".join(parts)
+
+
+def plot_curves(scores: Sequence[ModelScores], specs: Sequence[DrawSpec], rhos: Sequence[float], path) -> None:
+    """Denoiser PSNR vs images seen, one panel per (spec, rho), one line per run (the name before ``/``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = list(dict.fromkeys(sc.name.split("/")[0] for sc in scores))
+    panels = [(s, float(r)) for s in specs for r in rhos]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
+    for ax, (spec, rho) in zip(axes[0], panels, strict=True):
+        for run in runs:
+            pts = sorted(
+                (sc.images_seen, sc.denoiser[(spec.task, spec.sigma_y, rho)])
+                for sc in scores
+                if sc.name.split("/")[0] == run and sc.images_seen is not None
+            )
+            if pts:
+                ax.plot(*zip(*pts, strict=True), marker="o", ms=3, label=run)
+        ax.set_xlabel("training images seen", fontsize=8)
+        ax.set_ylabel("PSNR of D(m; S_t) vs x0 (dB)", fontsize=8)
+        ax.set_title(f"{spec.task}, s_y = {spec.sigma_y:g}, rho = {rho:g}", fontsize=9)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
