@@ -114,7 +114,7 @@ def test_bench_models_cli_scores_every_checkpoint(tmp_path, capsys):
     assert main(argv) == 0
     text = capsys.readouterr().out
     assert "| run/step-000000001 | 2 |" in text and "| run/step-000000002 | 4 |" in text
-    assert "sr4 s_y=0.2" in text and "posterior samples" in text
+    assert "sr4 s_y=0.2" in text and "posterior samples" in text and "no-model reference" in text
     rows = json.loads(out.with_suffix(".json").read_text())
     assert [r["images_seen"] for r in rows] == [2, 4]
     assert {(d["sigma_y"], d["rho"]) for d in rows[0]["denoiser_psnr"]} == {(0.05, 1.0), (0.2, 1.0)}
@@ -127,3 +127,21 @@ def test_bench_models_cli_scores_every_checkpoint(tmp_path, capsys):
     assert main(argv) == 2  # refuses to overwrite
     assert "exists" in capsys.readouterr().err
     assert main(["bench", "models", str(tmp_path / "missing")]) == 2
+
+
+def test_committed_demo_model_restores_held_out_crops():
+    """The fp16 demo model in models/ (EPS for 4x SR at 16x16, fine-tuned on the built-in photographs'
+    train split) loads, and the mean of 4 posterior samples beats the measurement view on test crops."""
+    from pathlib import Path
+
+    from exactps.data import builtin_crops
+    from exactps.evaluation import measurement_view_psnr, model_samples
+    from exactps.inference import load_model
+
+    model = load_model(Path(__file__).parents[1] / "models" / "sr4-tiny-16px", device="cpu")
+    assert (model.objective, model.img_shape, model.tasks) == ("eps", (3, 16, 16), ("sr4",))
+    x0 = builtin_crops(16, 16, torch.Generator().manual_seed(0), split="test")
+    spec = DrawSpec("sr4", 0.05, seed=0)
+    xs = model_samples(model, x0, spec, 4, "heun", 35)
+    mean_psnr = float(psnr(xs.mean(0), x0).mean())
+    assert mean_psnr > measurement_view_psnr(x0, spec) + 1.0

@@ -183,7 +183,7 @@ def _heldout_images(spec: str, n: int, size: int, channels: int, seed: int) -> t
 
 
 def _run_bench_models(args: argparse.Namespace) -> int:
-    from exactps.evaluation import DrawSpec, format_scores, score_model
+    from exactps.evaluation import DrawSpec, format_scores, measurement_view_psnr, score_model
     from exactps.inference import load_model
     from exactps.samplers import SAMPLERS
 
@@ -216,7 +216,8 @@ def _run_bench_models(args: argparse.Namespace) -> int:
         name = f"{path.parent.parent.name}/{path.stem}" if in_run else str(path)
         scores.append(score_model(name, loaded, x0, specs, args.rho, args.samples, args.sampler, args.nfe))
         print(f"  scored {name}", file=sys.stderr, flush=True)
-    print(format_scores(scores, specs, args.rho))
+    reference = {(s.task, s.sigma_y): measurement_view_psnr(x0, s) for s in specs}
+    print(format_scores(scores, specs, args.rho, reference))
     if args.plot is not None:
         from exactps.evaluation import plot_curves
 

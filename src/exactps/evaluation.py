@@ -39,6 +39,7 @@ __all__ = [
     "fixed_draw",
     "format_scores",
     "heldout_loss",
+    "measurement_view_psnr",
     "model_samples",
     "plot_curves",
     "sample_psnr",
@@ -172,6 +173,17 @@ def sample_psnr(loaded, x0: Tensor, spec: DrawSpec, num_samples: int, sampler: s
     return float(per_sample), float(psnr(xs.mean(0), x0).mean())
 
 
+def measurement_view_psnr(x0: Tensor, spec: DrawSpec) -> float:
+    """PSNR of the measurement's image-space view (the ridge estimate, ``A^+ y`` where well measured;
+    :func:`exactps.images.measurement_image`): the no-model reference for a task."""
+    from exactps.images import measurement_image
+
+    d = fixed_draw(x0, spec, 1.0)
+    if d.operator is None or d.y is None:
+        return float(psnr(torch.zeros_like(x0), x0).mean())
+    return float(psnr(measurement_image(d.operator, d.y, spec.sigma_y).clamp(-1, 1), x0).mean())
+
+
 def comparison_rows(models: Sequence, x0: Tensor, spec: DrawSpec, sampler: str, nfe: int) -> list[Tensor]:
     """Picture rows for ``x0``: the measurement's image-space view, one posterior sample per model (same
     measurements), and the ground truth."""
@@ -205,8 +217,14 @@ def score_model(
     return ModelScores(name, loaded.images_seen, den, loss, samples)
 
 
-def format_scores(scores: Sequence[ModelScores], specs: Sequence[DrawSpec], rhos: Sequence[float]) -> str:
-    """Markdown tables: one per ``rho`` (denoiser PSNR), the held-out loss, and the sample PSNRs."""
+def format_scores(
+    scores: Sequence[ModelScores],
+    specs: Sequence[DrawSpec],
+    rhos: Sequence[float],
+    reference: dict[tuple[str, float], float] | None = None,
+) -> str:
+    """Markdown tables: one per ``rho`` (denoiser PSNR), the held-out loss, and the sample PSNRs; first
+    the no-model reference (:func:`measurement_view_psnr`, keyed ``(task, s_y)``) if given."""
     cols = [f"{s.task} s_y={s.sigma_y:g}" for s in specs]
     head = "| model | images seen | " + " | ".join(cols) + " |\n|---|---|" + "---|" * len(cols)
 
@@ -223,6 +241,9 @@ def format_scores(scores: Sequence[ModelScores], specs: Sequence[DrawSpec], rhos
         return lambda sc, s: f"{sc.denoiser[(s.task, s.sigma_y, float(rho))]:.2f}"
 
     parts = [table(f"denoiser PSNR (dB) at rho = {rho:g}", den(rho)) for rho in rhos]
+    if reference is not None:
+        parts.insert(0, "no-model reference, PSNR (dB) of the measurement view (ridge A+ y): " + ", ".join(
+            f"{s.task} s_y={s.sigma_y:g}: {reference[(s.task, s.sigma_y)]:.2f}" for s in specs))  # fmt: skip
     parts.append(table("held-out training loss (lower is better)", lambda sc, s: f"{sc.loss[(s.task, s.sigma_y)]:.4f}"))
     if any(sc.samples is not None for sc in scores):
 
