@@ -198,6 +198,8 @@ def test_trainer_writes_logs_grids_and_checkpoints(tmp_path):
     assert sorted(p.name for p in (out / "grids").iterdir()) == ["step-000000004.png", "step-000000008.png"]
     assert json.loads((out / "config.json").read_text())["train_config"]["ckpt_every"] == 3
     assert not list(out.rglob("*.tmp"))
+    resumed = make_trainer(out, resume=True, log_every=2, ckpt_every=3, grid_every=4, grid_nfe=3, keep_checkpoints=2)
+    assert torch.equal(resumed.preview_images(gmm_prior()), trainer.preview_images(gmm_prior()))  # same grid images
 
 
 def test_save_grid(tmp_path):

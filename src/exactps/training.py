@@ -564,7 +564,7 @@ class Trainer:
         losses: list[float] = []
         bar = self._progress_bar(stop)
         window: list[float] = []
-        tick, preview = time.perf_counter(), None
+        tick, preview = time.perf_counter(), self.preview_images(data)
         try:
             for micro in self.batches(data, stop):
                 if preview is None:
@@ -590,6 +590,14 @@ class Trainer:
         if self.out_dir is not None and self.step % cfg.ckpt_every != 0:
             self.save()
         return losses
+
+    def preview_images(self, data: Any) -> Tensor | None:
+        """The images of every preview grid of the run: the start of step 0's first shard (the same
+        after a resume), or None for a plain iterable (then the session's first batch is used)."""
+        if not (is_sampler(data) or is_indexable(data)):
+            return None
+        lay = self.layout
+        return StepBatches(data, lay.micro_batch, lay.n_shards, self.config.seed)[(0, 0)][: self.config.grid_images]
 
     def _progress_bar(self, stop: int):
         if self.rank != 0 or not self.show_progress:
