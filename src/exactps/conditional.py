@@ -26,6 +26,7 @@ __all__ = [
     "ConditionalDenoiser",
     "ConditionalPredictor",
     "ConditionalUNet",
+    "conditional_inputs",
     "conditional_loss",
     "conditioning_image",
 ]
@@ -45,9 +46,17 @@ def conditional_loss(
     """The baseline's loss: the draws of :func:`exactps.objectives.eps_loss` (same generator calls), but
     the network sees ``model(x_t/a, rho, cond(A, y), s_y)`` (zeros and ``s_y = inf`` without operator)."""
     d = draw_training_example(x0, operator, sigma_y, generator, p_mean, p_std)
-    sy = torch.full_like(d.rho, math.inf) if operator is None else d.sigma_y
-    cond = conditioning_image(operator, d.y, like=x0)
+    cond, sy = conditional_inputs(operator, d.y, d.sigma_y, x0)
     return weighted_mse(model(d.x_scaled, d.rho, cond, sy), x0, d.rho, sigma_data)
+
+
+def conditional_inputs(
+    operator: LinearOperator | None, y: Tensor | None, sigma_y: float | Tensor, like: Tensor
+) -> tuple[Tensor, Tensor]:
+    """The baseline's measurement inputs ``(cond, s_y)`` per sample: :func:`conditioning_image` and
+    ``s_y``, or zeros and ``s_y = inf`` (no measurement) without an operator."""
+    sy = math.inf if operator is None else sigma_y
+    return conditioning_image(operator, y, like=like), as_batch(sy, like)
 
 
 def conditioning_image(operator: LinearOperator | None, y: Tensor | None, like: Tensor | None = None) -> Tensor:
@@ -164,6 +173,5 @@ class ConditionalPredictor:
         tt = self.interp.check_t(t, x_t).reshape(-1)
         a, s = self.interp.alpha(tt), self.interp.sigma(tt)
         x_scaled = x_t / per_batch(a, x_t.ndim)
-        cond = conditioning_image(self.operator, self.y, like=x_t)
-        sy = math.inf if self.operator is None else self.sigma_y
-        return self.model(x_scaled, as_batch(s / a, x_t), cond, as_batch(sy, x_t))
+        cond, sy = conditional_inputs(self.operator, self.y, self.sigma_y, x_t)
+        return self.model(x_scaled, as_batch(s / a, x_t), cond, sy)

@@ -15,17 +15,16 @@ Sampling quality (PSNR of posterior samples and of their mean) is measured with
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from exactps.conditional import conditional_loss, conditioning_image
-from exactps.covariance import IsotropicNoise, per_batch
+from exactps.conditional import conditional_inputs, conditional_loss
+from exactps.covariance import per_batch
 from exactps.metrics import psnr
-from exactps.objectives import as_batch, eps_loss
+from exactps.objectives import as_batch, eps_loss, pivot_or_isotropic
 from exactps.operators.base import LinearOperator
 from exactps.tasks import make_task_operator
 
@@ -97,12 +96,8 @@ def denoiser_estimate(model: Callable[..., Tensor], objective: str, x0: Tensor, 
     """
     d = fixed_draw(x0, spec, rho)
     if objective == "conditional":
-        sy = torch.full_like(d.rho, math.inf) if d.operator is None else d.sigma_y
-        return model(d.x_scaled, d.rho, conditioning_image(d.operator, d.y, like=x0), sy)
-    if d.operator is None or d.y is None:
-        return model(d.x_scaled, IsotropicNoise(d.rho))
-    m, noise = d.operator.pivot(d.x_scaled, d.rho, d.y, d.sigma_y)
-    return model(m, noise)
+        return model(d.x_scaled, d.rho, *conditional_inputs(d.operator, d.y, d.sigma_y, x0))
+    return model(*pivot_or_isotropic(d.x_scaled, d.rho, d.operator, d.y, d.sigma_y))
 
 
 def denoiser_psnr(

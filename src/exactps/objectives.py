@@ -43,6 +43,7 @@ __all__ = [
     "draw_training_example",
     "edm_weight",
     "eps_loss",
+    "pivot_or_isotropic",
     "sample_rho",
     "sample_sigma_y",
     "sigma_y_range",
@@ -133,6 +134,15 @@ def draw_training_example(
     return TrainingDraw(rho, x0 + per_batch(rho, x0.ndim) * e, sy, y)
 
 
+def pivot_or_isotropic(
+    x_scaled: Tensor, rho: Tensor, operator: LinearOperator | None, y: Tensor | None, sigma_y: Tensor
+) -> tuple[Tensor, PivotNoise]:
+    """The EPS denoiser's inputs ``(m, S_t)``: the pivot, or ``(x_t/a, rho^2 I)`` without a measurement."""
+    if operator is None or y is None:
+        return x_scaled, IsotropicNoise(rho)
+    return operator.pivot(x_scaled, rho, y, sigma_y)
+
+
 def eps_loss(
     model: Callable[[Tensor, PivotNoise], Tensor],
     x0: Tensor,
@@ -147,9 +157,6 @@ def eps_loss(
     """The EPS training loss of one batch: ``mean_b lambda(rho_b) mean ||model(m, S_t) - x0||^2`` with
     ``(m, S_t) = pivot(x_t/a, rho, y, s_y)`` (``m = x_t/a``, ``S_t = rho^2 I`` if ``operator`` is None)."""
     d = draw_training_example(x0, operator, sigma_y, generator, p_mean, p_std)
-    if operator is None or d.y is None:
-        m, noise = d.x_scaled, IsotropicNoise(d.rho)
-    else:
-        m, noise = operator.pivot(d.x_scaled, d.rho, d.y, d.sigma_y)
+    m, noise = pivot_or_isotropic(d.x_scaled, d.rho, operator, d.y, d.sigma_y)
     return weighted_mse(model(m, noise), x0, d.rho, sigma_data)
 
