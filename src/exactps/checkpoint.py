@@ -270,19 +270,14 @@ def save_checkpoint(
     if optimizer is not None:
         optim_tensors, optim_record = _flatten_optimizer(optimizer)
         tensors.update(_cpu_tensors("", optim_tensors))
-    _atomic_write(tensor_path, lambda tmp: save_file(tensors, str(tmp), metadata={"format": FORMAT}))
     record = {
         "format": FORMAT,
         "step": int(step),
-        "tensors": tensor_path.name,
-        "sha256": _sha256(tensor_path),
-        "bytes": tensor_path.stat().st_size,
         "has_ema": ema is not None,
         "optimizer": optim_record,
         **_jsonable(dict(meta or {})),
     }
-    atomic_write_text(json_path, json.dumps(record, indent=1))
-    return json_path
+    return _write_tensors_and_record(json_path, tensor_path, tensors, record)
 
 
 def list_checkpoints(directory: str | Path) -> list[tuple[int, Path]]:
@@ -315,15 +310,30 @@ def find_checkpoint(path: str | Path) -> Path:
     return p
 
 
-def _read_record(json_path: Path) -> dict[str, Any]:
+def _read_record(
+    json_path: Path, fmt: str = FORMAT, what: str = "checkpoint record", kind: str = "an exactps checkpoint record"
+) -> dict[str, Any]:
+    """The JSON record ``json_path``, which must carry the format tag ``fmt``; ``CheckpointError`` otherwise."""
     try:
         record = json.loads(json_path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise CheckpointError(f"checkpoint record {json_path} is corrupt or unreadable: {err}") from err
-    if not isinstance(record, dict) or record.get("format") != FORMAT:
+        raise CheckpointError(f"{what} {json_path} is corrupt or unreadable: {err}") from err
+    if not isinstance(record, dict) or record.get("format") != fmt:
         got = record.get("format") if isinstance(record, dict) else type(record).__name__
-        raise CheckpointError(f"{json_path} is not an exactps checkpoint record (format {got!r}, expected {FORMAT!r})")
+        raise CheckpointError(f"{json_path} is not {kind} (format {got!r}, expected {fmt!r})")
     return record
+
+
+def _write_tensors_and_record(
+    json_path: Path, tensor_path: Path, tensors: dict[str, Tensor], record: Mapping[str, Any]
+) -> Path:
+    """Write ``tensors`` atomically, then ``record`` (its ``format`` tag, plus the tensor file's name,
+    SHA-256 and size) as the JSON commit marker; returns ``json_path``."""
+    fmt = record["format"]
+    _atomic_write(tensor_path, lambda tmp: save_file(tensors, str(tmp), metadata={"format": fmt}))
+    full = {**record, "tensors": tensor_path.name, "sha256": _sha256(tensor_path), "bytes": tensor_path.stat().st_size}
+    atomic_write_text(json_path, json.dumps(full, indent=1))
+    return json_path
 
 
 def _read_tensors(
@@ -438,16 +448,8 @@ def save_model_file(
             if p.exists():
                 raise FileExistsError(f"{p} already exists (refusing to overwrite it)")
     tensors = _cpu_tensors("", state)
-    _atomic_write(tensor_path, lambda tmp: save_file(tensors, str(tmp), metadata={"format": MODEL_FORMAT}))
-    record = {
-        "format": MODEL_FORMAT,
-        **{k: v for k, v in _jsonable(dict(meta or {})).items() if k not in ("format", "tensors", "sha256", "bytes")},
-        "tensors": tensor_path.name,
-        "sha256": _sha256(tensor_path),
-        "bytes": tensor_path.stat().st_size,
-    }
-    atomic_write_text(json_path, json.dumps(record, indent=1))
-    return json_path
+    record = {"format": MODEL_FORMAT, **{k: v for k, v in _jsonable(dict(meta or {})).items() if k != "format"}}
+    return _write_tensors_and_record(json_path, tensor_path, tensors, record)
 
 
 def load_model_file(path: str | Path, verify: bool = True) -> tuple[dict[str, Any], dict[str, Tensor]]:
@@ -459,15 +461,7 @@ def load_model_file(path: str | Path, verify: bool = True) -> tuple[dict[str, An
     json_path, _ = model_file_paths(path)
     if not json_path.exists():
         raise FileNotFoundError(f"model record {json_path} does not exist")
-    try:
-        record = json.loads(json_path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise CheckpointError(f"model record {json_path} is corrupt or unreadable: {err}") from err
-    if not isinstance(record, dict) or record.get("format") != MODEL_FORMAT:
-        got = record.get("format") if isinstance(record, dict) else type(record).__name__
-        raise CheckpointError(
-            f"{json_path} is not an exported exactps model (format {got!r}, expected {MODEL_FORMAT!r})"
-        )
+    record = _read_record(json_path, MODEL_FORMAT, "model record", "an exported exactps model")
     tensor_path = json_path.with_name(str(record.get("tensors", json_path.with_suffix(".safetensors").name)))
     state = _read_tensors(tensor_path, record, verify, "model weights")
     if not state:
