@@ -49,6 +49,7 @@ __all__ = [
     "MODEL_FORMAT",
     "Checkpoint",
     "CheckpointError",
+    "atomic_write",
     "atomic_write_text",
     "capture_rng_state",
     "checkpoint_paths",
@@ -88,7 +89,7 @@ class Checkpoint:
 # -- atomic file writing ------------------------------------------------------------------------------
 
 
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """Call ``write(tmp)`` on a temporary file next to ``path``, fsync it, then ``os.replace`` it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -131,7 +132,7 @@ def _fsync_dir(directory: Path) -> None:
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write ``text`` to ``path`` atomically (temporary file in the same directory + ``os.replace``)."""
-    _atomic_write(Path(path), lambda tmp: tmp.write_text(text))
+    atomic_write(Path(path), lambda tmp: tmp.write_text(text))
 
 
 def _sha256(path: Path) -> str:
@@ -330,7 +331,7 @@ def _write_tensors_and_record(
     """Write ``tensors`` atomically, then ``record`` (its ``format`` tag, plus the tensor file's name,
     SHA-256 and size) as the JSON commit marker; returns ``json_path``."""
     fmt = record["format"]
-    _atomic_write(tensor_path, lambda tmp: save_file(tensors, str(tmp), metadata={"format": fmt}))
+    atomic_write(tensor_path, lambda tmp: save_file(tensors, str(tmp), metadata={"format": fmt}))
     full = {**record, "tensors": tensor_path.name, "sha256": _sha256(tensor_path), "bytes": tensor_path.stat().st_size}
     atomic_write_text(json_path, json.dumps(full, indent=1))
     return json_path

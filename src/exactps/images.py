@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from exactps.checkpoint import _atomic_write
+from exactps.checkpoint import atomic_write
 from exactps.objectives import as_batch
 from exactps.operators.base import LinearOperator
 
@@ -39,7 +39,7 @@ def save_grid(rows: Sequence[Tensor], path: str | Path, pad: int = 2, scale: int
     if scale > 1:
         image = image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
     out = Path(path)
-    _atomic_write(out, lambda tmp: image.save(tmp, format="PNG"))
+    atomic_write(out, lambda tmp: image.save(tmp, format="PNG"))
     return out
 
 
