@@ -295,16 +295,16 @@ def _existing(out: Path, suffixes: tuple[str, ...]) -> bool:
 
 def _write_rows(out: Path, rows: list[dict]) -> None:
     """Write ``rows`` to ``out.csv`` and ``out.json`` atomically."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".csv.tmp")
-    with tmp.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    tmp.replace(out.with_suffix(".csv"))
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(rows, indent=1))
-    tmp.replace(out.with_suffix(".json"))
+    from exactps.checkpoint import atomic_write, atomic_write_text
+
+    def write_csv(tmp: Path) -> None:
+        with tmp.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+
+    atomic_write(out.with_suffix(".csv"), write_csv)
+    atomic_write_text(out.with_suffix(".json"), json.dumps(rows, indent=1))
     print(f"wrote {out.with_suffix('.csv')} and {out.with_suffix('.json')}")
 
 
