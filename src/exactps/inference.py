@@ -45,7 +45,7 @@ from exactps.operators import Blur, Inpaint, LinearOperator
 from exactps.posterior import PosteriorPredictor, X0Predictor, check_sigma_y
 from exactps.samplers import SAMPLERS, sample
 from exactps.tasks import TASKS, make_task_operator
-from exactps.training import OBJECTIVES, ModelConfig, build_model
+from exactps.training import OBJECTIVES, ModelConfig, build_model, default_device
 
 __all__ = [
     "MEASUREMENT_TASKS",
@@ -234,10 +234,6 @@ def _read_weights(path: str | Path, prefer_ema: bool = True) -> _Weights:
     )
 
 
-def _default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def _build(weights: _Weights, device: torch.device, dtype: torch.dtype) -> nn.Module:
     """The network of ``weights``, strictly loaded, in eval mode without gradients."""
     src = weights.source
@@ -277,7 +273,7 @@ def load_model(
     for corrupt or truncated files) when the files cannot be used, each naming the file.
     """
     weights = _read_weights(path, prefer_ema)
-    dev = torch.device(device) if device is not None else _default_device()
+    dev = torch.device(device) if device is not None else default_device()
     model = _build(weights, dev, dtype)
     train = weights.train
     tasks = tuple(train["tasks"]) if train.get("tasks") else None

@@ -88,6 +88,7 @@ __all__ = [
     "Trainer",
     "add_train_arguments",
     "build_model",
+    "default_device",
     "load_pretrained",
     "run_training",
     "train_main",
@@ -289,7 +290,8 @@ def _dist_info() -> tuple[int, int]:
     return 0, 1
 
 
-def _default_device() -> torch.device:
+def default_device() -> torch.device:
+    """``cuda:LOCAL_RANK`` (0 outside torchrun) when CUDA is available, else the CPU."""
     if torch.cuda.is_available():
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     return torch.device("cpu")
@@ -331,7 +333,7 @@ class Trainer:
     ):
         self.config = config.validate()
         self.rank, self.world = _dist_info()
-        self.device = torch.device(device) if device is not None else _default_device()
+        self.device = torch.device(device) if device is not None else default_device()
         if self.device.type == "cuda" and self.device.index is None:
             self.device = torch.device("cuda", torch.cuda.current_device())
         micro = config.micro_batch or config.batch_size // self.world
