@@ -503,3 +503,62 @@ def test_matrix_free_sample_covariance(name, sigma_y):
     _, noise = op.pivot(like, rho, y, torch.tensor([sigma_y], dtype=F64))
     _, s_ref = _dense_pivot(_dense(op, 0), like[0].flatten(), y[0].flatten(), 0.8, sigma_y)
     _assert_gaussian(noise.sample(like, _gen(50)).flatten(1), s_ref, 0.64)
+
+
+# -- the per-pixel diagonal of f(S_t): what operators tell the networks ----------------------------------
+
+
+def _operators():
+    g = torch.Generator().manual_seed(3)
+    small = (3, 8, 8)
+    kernels = torch.stack([gaussian_kernel(1.0, 5)[0], gaussian_kernel(2.0, 5)[0]])
+    return {
+        "denoise": Denoise(small, dtype=torch.float64),
+        "inpaint": Inpaint(random_masks(small, 2, 0.5, g, per_channel=True).double(), small),
+        "avgpool": AvgPoolSR(small, 2, dtype=torch.float64),
+        "bicubic": SeparableSR(small, 2, dtype=torch.float64),
+        "blur": Blur(kernels.double(), small),
+        "colorize": Colorize(small, dtype=torch.float64),
+        "cs": OrthogonalCS(small, 40, g, dtype=torch.float64),
+        "dense": DenseOperator(torch.randn(50, 3 * 8 * 8, generator=g, dtype=torch.float64), small),
+        "dense-wide": DenseOperator(torch.randn(200, 3 * 8 * 8, generator=g, dtype=torch.float64), small),
+    }
+
+
+@pytest.mark.parametrize("name", list(_operators()))
+def test_diagonal_is_the_exact_diagonal(name):
+    """diag f(S_t) against a dense eigendecomposition of S_t (f(l) = l/(sd^2+l))."""
+    op = _operators()[name]
+    shape = op.img_shape
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(2, *shape, generator=g, dtype=torch.float64)
+    rho = torch.tensor([0.5, 1.7], dtype=torch.float64)
+    sy = torch.tensor([0.05, 0.3], dtype=torch.float64)
+    _, noise = op.pivot(x, rho, op.measure(x, 0.1, g), sy)
+
+    def fn(l):
+        return l / (0.25 + l)
+
+    got = noise.diagonal(fn, x)
+    dense = noise.to_dense(shape)
+    evals, evecs = torch.linalg.eigh(dense)
+    want = ((evecs**2) * fn(evals.clamp_min(0))[:, None, :]).sum(-1).reshape(2, *shape)
+    torch.testing.assert_close(got, want, rtol=1e-8, atol=1e-10)
+
+
+def test_diagonal_isotropic():
+    x = torch.zeros(2, 3, 4, 4)
+    got = IsotropicNoise(torch.tensor([1.0, 2.0])).diagonal(lambda l: l, x)
+    assert torch.equal(got[0], torch.ones_like(x[0])) and torch.equal(got[1], torch.full_like(x[1], 4.0))
+
+
+def test_diagonal_needs_a_closed_form():
+    """A generic decomposable physics has no closed-form (V o V); a matrix-free S_t has no spectrum."""
+    x = torch.zeros(1, 1, 8, 8, dtype=F64)
+    generic = from_physics(dinv.physics.Inpainting(img_size=(1, 8, 8), mask=torch.ones(1, 1, 8, 8, dtype=F64)), C1)
+    _, noise = generic.pivot(x, torch.ones(1, dtype=F64), x, torch.full((1,), 0.1, dtype=F64))
+    with pytest.raises(NotImplementedError, match="range_diagonal"):
+        noise.diagonal(torch.sqrt, x)
+    cg = MatrixFreeNoise(MatrixFreeOperator(dinv.physics.Denoising(), C1, dtype=F64), torch.ones(1), torch.ones(1))
+    with pytest.raises(NotImplementedError, match="spectral"):
+        cg.diagonal(torch.sqrt, x)

@@ -99,8 +99,9 @@ def test_heldout_loss_is_the_training_loss_on_fixed_draws():
 
 
 def test_bench_models_cli_scores_every_checkpoint(tmp_path, capsys):
-    from exactps.cli import main
     from exactps.training import ModelConfig, TrainConfig, run_training
+
+    from exactps.cli import main
 
     cfg = TrainConfig(objective="eps", tasks=("sr4",), batch_size=2, steps=2, lr=1e-2, warmup_steps=1,
                       log_every=100, ckpt_every=1, grid_every=100, keep_checkpoints=0)  # fmt: skip

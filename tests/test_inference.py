@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from exactps.training import ModelConfig, TrainConfig, run_training
 from PIL import Image
 
 from exactps.checkpoint import (
@@ -36,7 +37,6 @@ from exactps.inference import (
     read_mask,
 )
 from exactps.operators import Inpaint, SeparableSR, random_masks
-from exactps.training import ModelConfig, TrainConfig, run_training
 
 SHAPE = (3, 16, 16)
 

@@ -9,16 +9,11 @@ import torch
 
 from exactps.covariance import IsotropicNoise, MatrixFreeNoise
 from exactps.interpolants import VE
-from exactps.networks import PRESETS, EPSDenoiser, build_backbone, count_parameters, variance_map
+from exactps.networks import PRESETS, EPSDenoiser, build_backbone, count_parameters
 from exactps.operators import (
-    AvgPoolSR,
     Blur,
-    Colorize,
-    Denoise,
     Inpaint,
     MatrixFreeOperator,
-    OrthogonalCS,
-    SeparableSR,
     gaussian_kernel,
     random_masks,
 )
@@ -138,7 +133,7 @@ def test_isotropic_equals_edm_preconditioning_by_hand():
     c_skip = SD**2 / (s**2 + SD**2)
     c_out = s * SD / (s**2 + SD**2).sqrt()
     c_in = 1 / (s**2 + SD**2).sqrt()
-    labels = model.sigma_y_features(noise, 2)
+    labels = model.sigma_y_features(noise, x)
     with torch.no_grad():
         f = model.net.forward_unet(c_in * x, sigma.log() / 4, class_labels=labels)
         ours = model(x, noise)
@@ -244,51 +239,6 @@ def test_scalar_conditioning_sees_sigma_y():
     _, n2 = op.pivot(m, rho, op.A(m), torch.full((2,), 0.2))
     with torch.no_grad():
         assert not torch.allclose(model(m, n1), model(m, n2))
-
-
-# -- the per-pixel variance map ------------------------------------------------------------------------
-
-
-def _operators():
-    g = torch.Generator().manual_seed(3)
-    small = (3, 8, 8)
-    kernels = torch.stack([gaussian_kernel(1.0, 5)[0], gaussian_kernel(2.0, 5)[0]])
-    return {
-        "denoise": Denoise(small, dtype=torch.float64),
-        "inpaint": Inpaint(random_masks(small, 2, 0.5, g, per_channel=True).double(), small),
-        "avgpool": AvgPoolSR(small, 2, dtype=torch.float64),
-        "bicubic": SeparableSR(small, 2, dtype=torch.float64),
-        "blur": Blur(kernels.double(), small),
-        "colorize": Colorize(small, dtype=torch.float64),
-        "cs": OrthogonalCS(small, 40, g, dtype=torch.float64),
-    }
-
-
-@pytest.mark.parametrize("name", list(_operators()))
-def test_variance_map_is_the_exact_diagonal(name):
-    """diag f(S_t) against a dense eigendecomposition of S_t (f(l) = l/(sd^2+l))."""
-    op = _operators()[name]
-    shape = op.img_shape
-    g = torch.Generator().manual_seed(4)
-    x = torch.randn(2, *shape, generator=g, dtype=torch.float64)
-    rho = torch.tensor([0.5, 1.7], dtype=torch.float64)
-    sy = torch.tensor([0.05, 0.3], dtype=torch.float64)
-    _, noise = op.pivot(x, rho, op.measure(x, 0.1, g), sy)
-
-    def fn(l):
-        return l / (SD**2 + l)
-
-    got = variance_map(noise, x, fn)
-    dense = noise.to_dense(shape)
-    evals, evecs = torch.linalg.eigh(dense)
-    want = ((evecs**2) * fn(evals.clamp_min(0))[:, None, :]).sum(-1).reshape(2, *shape)
-    torch.testing.assert_close(got, want, rtol=1e-8, atol=1e-10)
-
-
-def test_variance_map_isotropic():
-    x = _images(2)
-    got = variance_map(IsotropicNoise(torch.tensor([1.0, 2.0])), x, lambda l: l)
-    assert torch.equal(got[0], torch.ones_like(x[0])) and torch.equal(got[1], torch.full_like(x[1], 4.0))
 
 
 # -- precision, sampling integration --------------------------------------------------------------------

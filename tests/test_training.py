@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from exactps.training import TrainConfig, Trainer, add_train_arguments, load_pretrained, train_main
 from torch import nn
 
 from exactps.checkpoint import (
@@ -36,7 +37,6 @@ from exactps.data import ShardLayout, StepBatches
 from exactps.images import save_grid
 from exactps.operators import Inpaint, random_masks
 from exactps.priors import GaussianMixture
-from exactps.training import TrainConfig, Trainer, add_train_arguments, load_pretrained, train_main
 
 SHAPE = (1, 2, 4)
 D = 8

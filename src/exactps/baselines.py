@@ -62,11 +62,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from exactps.covariance import per_batch
-from exactps.interpolants import Interpolant
+from exactps.batch import per_batch
+from exactps.interpolants import Interpolant, X0Predictor
 from exactps.operators.base import LinearOperator, MatrixFreeOperator, SpectralOperator, default_rcond
 from exactps.posterior import check_sigma_y
-from exactps.samplers import ddim_step
+from exactps.samplers import alpha_sigma, ddim_step, gaussian_like
 
 __all__ = [
     "BASELINES",
@@ -80,8 +80,6 @@ __all__ = [
     "dps_sample",
     "pigdm_sample",
 ]
-
-X0Predictor = Callable[[Tensor, Tensor], Tensor]
 
 #: DPS step sizes ``zeta`` of the official configs (FFHQ/ImageNet, ``s_y = 0.05``).
 DPS_ZETA: dict[str, float] = {"sr": 0.3, "inpainting": 0.5, "gaussian_deblur": 0.3, "motion_deblur": 0.3}
@@ -199,14 +197,6 @@ def _prepare(
     return y, sy, grid
 
 
-def _ab(interp: Interpolant, t: Tensor) -> tuple[float, float]:
-    return float(interp.alpha(t)), float(interp.sigma(t))
-
-
-def _noise(x: Tensor, generator: torch.Generator | None) -> Tensor:
-    return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
-
-
 # -- linear algebra with the operator ------------------------------------------------------------
 class _Spectrum:
     """``A = U diag(k) V^T`` of a :class:`SpectralOperator`, with negligible ``k`` set to zero."""
@@ -290,7 +280,7 @@ def dps_sample(
     f = _Network(predict, clip)
     x = x_init
     for i in range(len(ts) - 1):
-        (a, s), (an, sn) = _ab(interp, ts[i]), _ab(interp, ts[i + 1])
+        (a, s), (an, sn) = alpha_sigma(interp, ts[i]), alpha_sigma(interp, ts[i + 1])
         x0, vjp = f.with_vjp(x, ts[i])
         r = y - operator.A(x0)
         norm = r.flatten(1).norm(dim=1).clamp_min(torch.finfo(r.dtype).tiny)
@@ -298,7 +288,7 @@ def dps_sample(
         fwd = max(0.0, s**2 - (a * sn / an) ** 2)  # variance of x_t given x_{t'}
         x = (fwd / s**2) * an * x0 + (sn**2 / s**2) * (a / an) * x
         if sn > 0 and fwd > 0:
-            x = x + math.sqrt(sn**2 * fwd / s**2) * _noise(x, generator)
+            x = x + math.sqrt(sn**2 * fwd / s**2) * gaussian_like(x, generator)
         x = x + zeta * ascent
     return BaselineOutput(x.detach(), f.nfe, f.vjp)
 
@@ -331,7 +321,7 @@ def pigdm_sample(
     f = _Network(predict, clip)
     x = x_init
     for i in range(len(ts) - 1):
-        (a, s), (an, sn) = _ab(interp, ts[i]), _ab(interp, ts[i + 1])
+        (a, s), (an, sn) = alpha_sigma(interp, ts[i]), alpha_sigma(interp, ts[i + 1])
         x0, vjp = f.with_vjp(x, ts[i])
         v = _regularized_solve(operator, y - operator.A(x0), s**2 / (a**2 + s**2), sy**2, "PiGDM")
         x0 = x0 + guidance * (s**2 / a) * vjp(v)
@@ -382,14 +372,14 @@ def ddrm_sample(
     ut_y = sp.ut(y)
     ybar = sp.inv_k * ut_y
     syb = sp.batch(sy)
-    a0, s0 = _ab(interp, ts[0])
+    a0, s0 = alpha_sigma(interp, ts[0])
     with torch.no_grad():
         x = _ddrm_init(sp, ybar, sy, x_init / s0, a0, s0)
         for i in range(len(ts) - 1):
-            (a, s), (an, sn) = _ab(interp, ts[i]), _ab(interp, ts[i + 1])
+            (a, s), (an, sn) = alpha_sigma(interp, ts[i]), alpha_sigma(interp, ts[i + 1])
             x0 = f(x, ts[i])
             eps, sig = (x - a * x0) / s, sn / an
-            z = _noise(x, generator)
+            z = gaussian_like(x, generator)
             x_def = x0 + math.sqrt(1 - eta**2) * sig * eps + eta * sig * z  # unmeasured directions
             c0, cz = sp.vt(x0), sp.vt(z)
             before = sp.measured & (sp.k * sig >= syb)
@@ -438,12 +428,12 @@ def diffpir_sample(
     x = x_init
     with torch.no_grad():
         for i in range(len(ts) - 1):
-            (a, s), (an, sn) = _ab(interp, ts[i]), _ab(interp, ts[i + 1])
+            (a, s), (an, sn) = alpha_sigma(interp, ts[i]), alpha_sigma(interp, ts[i + 1])
             x0 = f(x, ts[i])
             rho = lam * (sy / data_range) ** 2 / (s / a) ** 2
             x0 = x0 + _regularized_solve(operator, y - operator.A(x0), 1.0, rho, "DiffPIR")
             eps = (x - a * x0) / s
-            x = an * x0 + sn * (math.sqrt(1 - zeta) * eps + math.sqrt(zeta) * _noise(x, generator))
+            x = an * x0 + sn * (math.sqrt(1 - zeta) * eps + math.sqrt(zeta) * gaussian_like(x, generator))
     return BaselineOutput(x, f.nfe, f.vjp)
 
 
@@ -481,7 +471,7 @@ def ddnm_sample(
     x = x_init
     with torch.no_grad():
         for i in range(len(ts) - 1):
-            (a, s), (an, sn) = _ab(interp, ts[i]), _ab(interp, ts[i + 1])
+            (a, s), (an, sn) = alpha_sigma(interp, ts[i]), alpha_sigma(interp, ts[i + 1])
             x0 = f(x, ts[i])
             eps = (x - a * x0) / s
             # Eq. 17 (Lambda): lam = k s' sqrt(1-eta^2) / (a' s_y) where k s' < a' s_y, else 1
@@ -489,7 +479,7 @@ def ddnm_sample(
             lam = torch.where(small, sp.k * sn * math.sqrt(1 - eta**2) / (an * torch.where(small, syb, 1.0)), 1.0)
             x0 = x0 - sp.v(lam * sp.inv_k * sp.ut(operator.A(x0) - y))
             # Eq. 19 (Lambda_noise): fresh noise completes the std s' left by the noise of A^+ y
-            z = _noise(x, generator)
+            z = gaussian_like(x, generator)
             default = sn * (eta * z + math.sqrt(1 - eta**2) * eps)
             big = sp.measured & (sp.k * sn > an * syb) & (syb > 0)
             d1 = torch.where(big, torch.sqrt((sn**2 - an**2 * syb**2 * sp.inv_k**2).clamp_min(0)), sn * eta)

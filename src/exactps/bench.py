@@ -17,14 +17,14 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from exactps.baselines import BASELINES, DIFFPIR_ZETA, DPS_ZETA
 from exactps.interpolants import VPLinear, get_interpolant
 from exactps.metrics import psnr
 from exactps.samplers import initial_noise, sample
+from exactps.tasks import STANDARD_TASKS, get_task
 from exactps.verify import FiniteProblem, GMMProblem, finite_tv, gmm_sw2_ratio, make_finite_problem, make_gmm_problem
 
-__all__ = ["BENCH_TASKS", "BenchRow", "format_bench", "format_summary", "plot_bench", "published_settings", "run_bench"]
-
-BENCH_TASKS = ("sr4", "inpaint-box", "inpaint-random", "deblur-gauss", "deblur-motion")
+__all__ = ["BenchRow", "format_bench", "format_summary", "plot_bench", "published_settings", "run_bench"]
 
 
 @dataclass
@@ -70,16 +70,9 @@ def _eps_runs(problem, n: int, specs: Iterable[tuple[str, str, int]], seed: int)
 
 
 def published_settings(method: str, task: str) -> dict:
-    """Per-task hyper-parameters of the official configs (see :mod:`exactps.baselines`)."""
-    from exactps.baselines import DIFFPIR_ZETA, DPS_ZETA
-
-    family = {
-        "sr4": "sr",
-        "inpaint-box": "inpainting",
-        "inpaint-random": "inpainting",
-        "deblur-gauss": "gaussian_deblur",
-        "deblur-motion": "motion_deblur",
-    }.get(task)
+    """Per-task hyper-parameters of the official configs (see :mod:`exactps.baselines`), looked up by the
+    task's ``published`` key (:data:`exactps.tasks.TASKS`)."""
+    family = get_task(task).published
     if method == "dps" and family in DPS_ZETA:
         return {"zeta": DPS_ZETA[family]}
     if method == "diffpir" and family is not None:
@@ -91,8 +84,6 @@ def published_settings(method: str, task: str) -> dict:
 def _baseline_runs(
     problem, task: str, n: int, names: Iterable[str], seed: int, overrides: dict[str, dict] | None = None
 ) -> dict[str, _Run]:
-    from exactps.baselines import BASELINES
-
     interp = VPLinear()
     predict = problem.predictor(interp, use_y=False)
     shape = (n, *problem.operator.img_shape)
@@ -140,7 +131,7 @@ def _reference_runs(problem, n: int, seed: int, prior_nfe: int) -> dict[str, _Ru
 
 
 def run_bench(
-    tasks: Iterable[str] = BENCH_TASKS,
+    tasks: Iterable[str] = STANDARD_TASKS,
     baselines: Iterable[str] = ("dps", "pigdm", "ddrm", "diffpir", "ddnm"),
     eps_specs: Iterable[tuple[str, str, int]] = (
         ("ve", "dpmpp-2m", 10),

@@ -29,11 +29,9 @@ import base64
 import hashlib
 import json
 import math
-import os
 import random
 import re
-import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,13 +42,13 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from exactps.files import atomic_write, atomic_write_text
+
 __all__ = [
     "FORMAT",
     "MODEL_FORMAT",
     "Checkpoint",
     "CheckpointError",
-    "atomic_write",
-    "atomic_write_text",
     "capture_rng_state",
     "checkpoint_paths",
     "find_checkpoint",
@@ -84,55 +82,6 @@ class Checkpoint:
     ema: dict[str, Tensor] | None = None
     optimizer: dict[str, Any] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
-
-
-# -- atomic file writing ------------------------------------------------------------------------------
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` on a temporary file next to ``path``, fsync it, then ``os.replace`` it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp's 0600 -> the permissions of an ordinary new file
-        with tmp.open("rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _read_umask() -> int:
-    """The process umask (read once, at import: setting it is process-wide, so never toggled later)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _read_umask()
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # not supported on this platform / file system
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (temporary file in the same directory + ``os.replace``)."""
-    atomic_write(Path(path), lambda tmp: tmp.write_text(text))
 
 
 def _sha256(path: Path) -> str:

@@ -17,9 +17,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from exactps.covariance import IsotropicNoise, per_batch
+from exactps.batch import as_batch, per_batch
+from exactps.covariance import IsotropicNoise
 from exactps.interpolants import Interpolant
-from exactps.objectives import as_batch, draw_training_example, weighted_mse
+from exactps.networks import EPSDenoiser
+from exactps.objectives import regression_loss
 from exactps.operators.base import LinearOperator, SpectralOperator
 
 __all__ = [
@@ -28,6 +30,7 @@ __all__ = [
     "ConditionalUNet",
     "conditional_inputs",
     "conditional_loss",
+    "conditional_network_inputs",
     "conditioning_image",
 ]
 
@@ -38,16 +41,19 @@ def conditional_loss(
     operator: LinearOperator | None,
     sigma_y: float | Tensor,
     generator: torch.Generator | None = None,
-    *,
-    p_mean: float = -1.2,
-    p_std: float = 1.2,
-    sigma_data: float = 0.5,
+    **kw: float,
 ) -> Tensor:
     """The baseline's loss: the draws of :func:`exactps.objectives.eps_loss` (same generator calls), but
-    the network sees ``model(x_t/a, rho, cond(A, y), s_y)`` (zeros and ``s_y = inf`` without operator)."""
-    d = draw_training_example(x0, operator, sigma_y, generator, p_mean, p_std)
-    cond, sy = conditional_inputs(operator, d.y, d.sigma_y, x0)
-    return weighted_mse(model(d.x_scaled, d.rho, cond, sy), x0, d.rho, sigma_data)
+    the network sees ``model(x_t/a, rho, cond(A, y), s_y)`` (zeros and ``s_y = inf`` without operator).
+    ``kw``: ``p_mean``, ``p_std``, ``sigma_data`` of :func:`~exactps.objectives.regression_loss`."""
+    return regression_loss(model, conditional_network_inputs, x0, operator, sigma_y, generator, **kw)
+
+
+def conditional_network_inputs(
+    x_scaled: Tensor, rho: Tensor, operator: LinearOperator | None, y: Tensor | None, sigma_y: Tensor
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The baseline network's arguments ``(x_t/a, rho, cond, s_y)`` for one draw (see :func:`conditional_inputs`)."""
+    return (x_scaled, rho, *conditional_inputs(operator, y, sigma_y, x_scaled))
 
 
 def conditional_inputs(
@@ -96,8 +102,6 @@ class ConditionalUNet(nn.Module):
 
     def __init__(self, preset: str = "small-64", channels: int = 3, sigma_data: float = 0.5, **overrides):
         super().__init__()
-        from exactps.networks import EPSDenoiser
-
         self.channels = channels
         # "map" conditioning = C extra, zero-initialised input channels + s_y label embedding
         self.eps = EPSDenoiser(preset, channels, "map", sigma_data, **overrides)
@@ -105,12 +109,12 @@ class ConditionalUNet(nn.Module):
     def forward(self, x: Tensor, rho: Tensor, sigma_y: Tensor) -> Tensor:
         if x.ndim != 4 or x.shape[1] != 2 * self.channels:
             raise ValueError(f"expected (B, {2 * self.channels}, H, W) inputs, got {tuple(x.shape)}")
-        eps, batch = self.eps, x.shape[0]
+        eps = self.eps
         eps._check(x[:, : self.channels])  # image size the U-Net can halve
         levels = _Levels(rho, sigma_y)
         dtype = eps.net.map_layer0.weight.dtype
-        labels = eps.sigma_y_features(levels, batch).to(dtype)
-        return eps.net.forward_unet(x.to(dtype), eps.c_noise(levels, batch).to(dtype), class_labels=labels)
+        labels = eps.sigma_y_features(levels, x).to(dtype)
+        return eps.net.forward_unet(x.to(dtype), eps.c_noise(levels, x).to(dtype), class_labels=labels)
 
     def conditioning_keys(self) -> list[str]:
         return [f"eps.{k}" for k in self.eps.conditioning_keys()]

@@ -15,20 +15,49 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 from torch import Tensor
 
-if TYPE_CHECKING:
-    from exactps.operators.base import MatrixFreeOperator, SpectralOperator
+from exactps.batch import per_batch
 
-__all__ = ["IsotropicNoise", "MatrixFreeNoise", "PivotNoise", "SpectralNoise", "per_batch"]
+__all__ = ["IsotropicNoise", "MatrixFreeNoise", "PivotNoise", "SpectralBasis", "SpectralNoise", "SystemSolver"]
 
 
-def per_batch(v: Tensor, ndim: int) -> Tensor:
-    """Reshape a per-batch vector (shape ``(B,)``) to broadcast against a tensor with ``ndim`` dims."""
-    return v.reshape(-1, *([1] * (ndim - 1)))
+class SpectralBasis(Protocol):
+    """What :class:`SpectralNoise` needs of an operator ``A = U diag(k) V^T``
+    (:class:`exactps.operators.SpectralOperator` provides it)."""
+
+    full_basis: bool
+
+    @property
+    def batch(self) -> int: ...
+
+    def Vt(self, x: Tensor) -> Tensor: ...
+
+    def V(self, c: Tensor) -> Tensor: ...
+
+    def range_diagonal(self, g: Tensor, like: Tensor) -> Tensor:
+        """``diag(V diag(g) V^T)`` in pixel space for coefficients ``g`` in the layout of ``Vt``."""
+        ...
+
+    def select(self, b: int) -> SpectralBasis: ...
+
+
+class SystemSolver(Protocol):
+    """What :class:`MatrixFreeNoise` needs of an operator known through ``A`` and ``A^T``
+    (:class:`exactps.operators.MatrixFreeOperator` provides it)."""
+
+    def A(self, x: Tensor) -> Tensor: ...
+
+    def At(self, y: Tensor) -> Tensor: ...
+
+    def solve_regularized(self, b: Tensor, rho2: Tensor, sy2: Tensor) -> Tensor:
+        """Solve ``(s_y^2 I + rho^2 A^T A) z = b``."""
+        ...
+
+    def select(self, b: int) -> SystemSolver: ...
 
 
 def _pick(v: Tensor, b: int) -> Tensor:
@@ -63,6 +92,14 @@ class PivotNoise(ABC):
         raise NotImplementedError(
             f"{type(self).__name__} has no spectral basis: f(S_t) is only available for "
             "operators with a closed-form SVD; use mul/solve/sample instead"
+        )
+
+    def diagonal(self, fn: Callable[[Tensor], Tensor], like: Tensor) -> Tensor:
+        """The exact per-pixel diagonal of ``f(S_t)``, shaped like ``like`` ``(B, C, H, W)``: what a
+        network is told about ``S_t`` (``exactps.networks``, ``"map"`` conditioning)."""
+        raise NotImplementedError(
+            f"no per-pixel variance map for {type(self).__name__}: it needs a closed-form spectral "
+            "covariance (IsotropicNoise or SpectralNoise)"
         )
 
     def sqrt_mul(self, x: Tensor) -> Tensor:
@@ -110,6 +147,9 @@ class IsotropicNoise(PivotNoise):
     def apply(self, fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
         return fn(self._var(x)) * x
 
+    def diagonal(self, fn: Callable[[Tensor], Tensor], like: Tensor) -> Tensor:
+        return self.apply(fn, torch.ones_like(like))
+
     def sample(self, like: Tensor, generator: torch.Generator | None = None) -> Tensor:
         z = torch.randn(like.shape, generator=generator, dtype=like.dtype, device=like.device)
         return per_batch(self.rho, like.ndim) * z
@@ -125,7 +165,7 @@ class SpectralNoise(PivotNoise):
     directions outside ``range(V)`` have variance ``rho^2``.
     """
 
-    def __init__(self, operator: SpectralOperator, var: Tensor, rho: Tensor, sigma_y: Tensor):
+    def __init__(self, operator: SpectralBasis, var: Tensor, rho: Tensor, sigma_y: Tensor):
         self.operator = operator
         self.var = var
         self.rho = rho.reshape(-1)
@@ -142,6 +182,17 @@ class SpectralNoise(PivotNoise):
 
     def mul(self, x: Tensor) -> Tensor:
         return self.apply(lambda v: v, x)
+
+    def diagonal(self, fn: Callable[[Tensor], Tensor], like: Tensor) -> Tensor:
+        """``diag f(S_t) = (V o V) f(l) + f(rho^2) (1 - (V o V) 1)``, the first term from the operator's
+        :meth:`~SpectralBasis.range_diagonal` (the second vanishes when ``V`` spans the image space)."""
+        op = self.operator
+        var = torch.broadcast_to(self.var, op.Vt(like).shape)
+        diag = op.range_diagonal(fn(var), like)
+        if not op.full_basis:
+            rho2 = per_batch(self.rho, like.ndim) ** 2
+            diag = diag + fn(rho2) * (1 - op.range_diagonal(torch.ones_like(var), like))
+        return diag.expand_as(like)
 
     def solve(self, x: Tensor) -> Tensor:
         if (self.var <= 0).any():
@@ -170,7 +221,7 @@ class MatrixFreeNoise(PivotNoise):
     ``rho^2 (I - A^+ A) x`` (the null-space projection).
     """
 
-    def __init__(self, operator: MatrixFreeOperator, rho: Tensor, sigma_y: Tensor):
+    def __init__(self, operator: SystemSolver, rho: Tensor, sigma_y: Tensor):
         self.operator = operator
         self.rho = rho.reshape(-1)
         self.sigma_y = sigma_y.reshape(-1)

@@ -9,8 +9,9 @@ pixel values ``u`` in ``[0, 1]``), the convention of the denoisers (data std ``s
 - :func:`builtin_crops` / :class:`BuiltinCrops`: random crops of the photographs that ship inside
   scikit-image (no download), for tests and small training demos; :class:`BuiltinSource` draws them
   endlessly.
-- :class:`StepBatches`: the images of every (step, shard) of a training run as a pure function of
-  ``(seed, step, shard)`` (:func:`derive_seed`), which makes resuming exact.
+- :func:`derive_seed`: seeds as pure functions of integers, which makes every draw of a training
+  run reproducible (:mod:`exactps.train.batches` builds the per-step batches on it).
+- :class:`TrainSeed`, :class:`SampleSeed`: the purposes of every derived seed, in one place.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from enum import IntEnum
 from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any, Literal
@@ -30,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset
 
 __all__ = [
     "BUILTIN_IMAGES",
@@ -39,19 +41,34 @@ __all__ = [
     "BuiltinCrops",
     "BuiltinSource",
     "ImageFolder",
-    "ShardLayout",
-    "StepBatches",
-    "StepKeys",
+    "SampleSeed",
+    "TrainSeed",
     "builtin_crops",
     "derive_seed",
-    "is_sampler",
     "load_image",
     "open_data",
     "seeded_global_rng",
 ]
 
-# purposes of derived seeds (the trainer uses 1, 2 and 6)
-_DATA, _PERM, _ITEM = 3, 4, 5
+
+
+class TrainSeed(IntEnum):
+    """Purposes of the seeds of a training run, ``derive_seed(seed, purpose, ...)``: one stream each."""
+
+    TASK = 1  # the task of a step: (seed, TASK, step)
+    SHARD = 2  # a shard's operator, s_y, rho, noises and dropout: (seed, SHARD, step, shard)
+    DATA = 3  # a shard's images from a sampler: (seed, DATA, step, shard)
+    PERM = 4  # the order of a dataset in an epoch: (seed, PERM, epoch)
+    ITEM = 5  # the random flip/crop of an item: (seed, ITEM, epoch, index)
+    PREVIEW = 6  # the preview grids' draws: (seed, PREVIEW)
+
+
+class SampleSeed(IntEnum):
+    """Purposes of the seeds of ``exactps sample``, ``derive_seed(seed, purpose)``."""
+
+    OPERATOR = 1  # simulated masks and kernels
+    NOISE = 2  # simulated measurement noise
+    SAMPLER = 3  # the sampler's initial noise and stochastic steps
 
 #: File suffixes (lower case) that :class:`ImageFolder` considers images.
 IMAGE_EXTENSIONS: tuple[str, ...] = (
@@ -366,108 +383,6 @@ def seeded_global_rng(seed: int, device: torch.device | None = None) -> Iterator
         finally:
             random.setstate(py_state)
             np.random.set_state(np_state)  # noqa: NPY002
-
-
-# -- reproducible batches ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ShardLayout:
-    """How a global batch is split: ``n_shards = batch_size / micro_batch`` shards, ``accum`` per rank."""
-
-    batch_size: int
-    micro_batch: int
-    world: int = 1
-    rank: int = 0
-
-    def __post_init__(self) -> None:
-        if self.batch_size % self.micro_batch:
-            raise ValueError(f"micro_batch {self.micro_batch} must divide batch_size {self.batch_size}")
-        if self.n_shards % self.world:
-            raise ValueError(
-                f"batch_size / micro_batch = {self.n_shards} shards cannot be split over {self.world} "
-                "processes; choose batch_size and micro_batch so that it is a multiple of the world size"
-            )
-
-    @property
-    def n_shards(self) -> int:
-        return self.batch_size // self.micro_batch
-
-    @property
-    def accum(self) -> int:
-        """Micro-batches per rank and step (gradient accumulation)."""
-        return self.n_shards // self.world
-
-    @property
-    def shards(self) -> range:
-        return range(self.rank * self.accum, (self.rank + 1) * self.accum)
-
-
-def is_sampler(data: Any) -> bool:
-    return callable(getattr(data, "sample", None)) and not isinstance(data, Dataset | Tensor)
-
-
-def is_indexable(data: Any) -> bool:
-    """Map-style datasets of images (a ``Dataset`` or an ``(N, C, H, W)`` tensor); anything else that is
-    iterable (a list of batches, a ``DataLoader``) is taken as a stream of per-rank batches."""
-    return isinstance(data, Tensor | Dataset)
-
-
-class StepBatches(Dataset):
-    """The images of shard ``j`` of step ``k`` as a pure function of ``(seed, k, j)``: ``self[(k, j)]``.
-
-    * an object with ``sample(n, generator)`` (a prior, :class:`BuiltinSource`): drawn with a
-      generator seeded by ``(seed, k, j)``;
-    * a map-style dataset or a tensor of images: the global batch of step ``k`` is positions
-      ``[k B, (k+1) B)`` of the endless concatenation of per-epoch permutations (seeded by
-      ``(seed, epoch)``), shard ``j`` its ``j``-th slice; items are loaded with the global
-      generators seeded by ``(seed, epoch, index)`` (random flips are reproducible too).
-    """
-
-    def __init__(self, data: Any, micro_batch: int, n_shards: int, seed: int):
-        if not (is_sampler(data) or is_indexable(data)):
-            raise TypeError(f"cannot draw batches from {type(data).__name__}")
-        if is_indexable(data) and not is_sampler(data) and len(data) == 0:
-            raise ValueError("the dataset is empty")
-        self.data, self.micro_batch, self.n_shards, self.seed = data, micro_batch, n_shards, seed
-        self._perm: tuple[int, Tensor] | None = None
-
-    def __getitem__(self, key: tuple[int, int]) -> Tensor:
-        step, shard = key
-        if is_sampler(self.data):
-            g = torch.Generator().manual_seed(derive_seed(self.seed, _DATA, step, shard))
-            return self.data.sample(self.micro_batch, g)
-        start = (step * self.n_shards + shard) * self.micro_batch
-        return torch.stack([self._item(p) for p in range(start, start + self.micro_batch)])
-
-    def _permutation(self, epoch: int) -> Tensor:
-        if self._perm is None or self._perm[0] != epoch:
-            g = torch.Generator().manual_seed(derive_seed(self.seed, _PERM, epoch))
-            self._perm = (epoch, torch.randperm(len(self.data), generator=g))
-        return self._perm[1]
-
-    def _item(self, position: int) -> Tensor:
-        epoch, offset = divmod(position, len(self.data))
-        index = int(self._permutation(epoch)[offset])
-        if isinstance(self.data, Tensor):
-            return self.data[index]
-        with seeded_global_rng(derive_seed(self.seed, _ITEM, epoch, index)):
-            return torch.as_tensor(self.data[index])
-
-
-class StepKeys(Sampler):
-    """``(step, shard)`` for ``step`` in ``[start, stop)`` and this rank's shards, in order."""
-
-    def __init__(self, start: int, stop: int, shards: range):
-        self.start, self.stop, self.shards = start, stop, shards
-
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        for step in range(self.start, self.stop):
-            for shard in self.shards:
-                yield (step, shard)
-
-    def __len__(self) -> int:
-        return max(0, self.stop - self.start) * len(self.shards)
 
 
 @dataclass

@@ -21,12 +21,14 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from exactps.conditional import conditional_inputs, conditional_loss
-from exactps.covariance import per_batch
+from exactps.batch import as_batch, per_batch
+from exactps.inference import posterior_samples
+from exactps.loading import LoadedModel
 from exactps.metrics import psnr
-from exactps.objectives import as_batch, eps_loss, pivot_or_isotropic
+from exactps.models import get_objective
 from exactps.operators.base import LinearOperator
-from exactps.tasks import make_task_operator
+from exactps.posterior import measurement_image
+from exactps.tasks import get_task, make_task_operator
 
 __all__ = [
     "DrawSpec",
@@ -58,10 +60,9 @@ class DrawSpec:
 
 def task_operator(spec: DrawSpec, x0: Tensor) -> LinearOperator | None:
     """The operator of ``spec.task`` for the images ``x0`` (masks/kernels seeded by ``spec.seed``)."""
-    if spec.task == "none":
-        return None
     g = torch.Generator().manual_seed(spec.seed)
-    return make_task_operator(spec.task, tuple(x0.shape[1:]), g, x0.dtype, batch=x0.shape[0]).to(x0.device)
+    op = make_task_operator(spec.task, tuple(x0.shape[1:]), g, x0.dtype, batch=x0.shape[0])
+    return op.to(x0.device) if op is not None else None
 
 
 @dataclass
@@ -91,13 +92,11 @@ def fixed_draw(x0: Tensor, spec: DrawSpec, rho: float) -> FixedDraw:
 def denoiser_estimate(model: Callable[..., Tensor], objective: str, x0: Tensor, spec: DrawSpec, rho: float) -> Tensor:
     """``D(m; S_t)`` (an estimate of ``E[x0 | x_t, y]``) on the draws :func:`fixed_draw` ``(x0, spec, rho)``.
 
-    ``objective``: ``"eps"``/``"denoiser"`` (``model(m, S_t)``) or ``"conditional"``
-    (``model(x_t/a, rho, cond, s_y)``).
+    ``objective``: a name of :data:`exactps.models.OBJECTIVES`, whose inputs ``model`` takes
+    (``model(m, S_t)`` for ``eps``/``denoiser``, ``model(x_t/a, rho, cond, s_y)`` for ``conditional``).
     """
     d = fixed_draw(x0, spec, rho)
-    if objective == "conditional":
-        return model(d.x_scaled, d.rho, *conditional_inputs(d.operator, d.y, d.sigma_y, x0))
-    return model(*pivot_or_isotropic(d.x_scaled, d.rho, d.operator, d.y, d.sigma_y))
+    return model(*get_objective(objective).inputs(d.x_scaled, d.rho, d.operator, d.y, d.sigma_y))
 
 
 def denoiser_psnr(
@@ -118,7 +117,7 @@ def heldout_loss(
 ) -> float:
     """The EPS (or conditional) loss with EDM's defaults (``rho ~ logN(-1.2, 1.2^2)``, EDM weight),
     averaged over ``draws`` seeded draws (comparable across models whatever their training settings)."""
-    loss_fn: Callable[..., Tensor] = conditional_loss if objective == "conditional" else eps_loss
+    loss_fn = get_objective(objective).loss
     total = 0.0
     with torch.no_grad():
         for i in range(draws):
@@ -150,18 +149,18 @@ class ModelScores:
                 "samples": samples}  # fmt: skip
 
 
-def model_samples(loaded, x0: Tensor, spec: DrawSpec, num_samples: int, sampler: str, nfe: int) -> Tensor:
+def model_samples(loaded: LoadedModel, x0: Tensor, spec: DrawSpec, num_samples: int, sampler: str, nfe: int) -> Tensor:
     """``(num_samples, B, C, H, W)`` posterior samples for the measurements of ``spec`` of ``x0``, clamped to
     ``[-1, 1]`` as the images a user sees (and as ``exactps sample`` scores them)."""
-    from exactps.inference import posterior_samples
-
     d = fixed_draw(x0, spec, 1.0)
     g = torch.Generator(device=x0.device).manual_seed(spec.seed + 2)
     xs = posterior_samples(loaded, d.operator, d.y, spec.sigma_y, num_samples, sampler, nfe, generator=g)
     return xs.to(x0.dtype).clamp(-1, 1)
 
 
-def sample_psnr(loaded, x0: Tensor, spec: DrawSpec, num_samples: int, sampler: str, nfe: int) -> tuple[float, float]:
+def sample_psnr(
+    loaded: LoadedModel, x0: Tensor, spec: DrawSpec, num_samples: int, sampler: str, nfe: int
+) -> tuple[float, float]:
     """Mean PSNR of posterior samples, and of the mean of ``num_samples`` samples, against ``x0``."""
     xs = model_samples(loaded, x0, spec, num_samples, sampler, nfe)
     per_sample = torch.stack([psnr(x, x0) for x in xs]).mean()
@@ -170,20 +169,16 @@ def sample_psnr(loaded, x0: Tensor, spec: DrawSpec, num_samples: int, sampler: s
 
 def measurement_view_psnr(x0: Tensor, spec: DrawSpec) -> float:
     """PSNR of the measurement's image-space view (the ridge estimate, ``A^+ y`` where well measured;
-    :func:`exactps.images.measurement_image`): the no-model reference for a task."""
-    from exactps.images import measurement_image
-
+    :func:`exactps.posterior.measurement_image`): the no-model reference for a task."""
     d = fixed_draw(x0, spec, 1.0)
     if d.operator is None or d.y is None:
         return float(psnr(torch.zeros_like(x0), x0).mean())
     return float(psnr(measurement_image(d.operator, d.y, spec.sigma_y).clamp(-1, 1), x0).mean())
 
 
-def comparison_rows(models: Sequence, x0: Tensor, spec: DrawSpec, sampler: str, nfe: int) -> list[Tensor]:
+def comparison_rows(models: Sequence[LoadedModel], x0: Tensor, spec: DrawSpec, sampler: str, nfe: int) -> list[Tensor]:
     """Picture rows for ``x0``: the measurement's image-space view, one posterior sample per model (same
     measurements), and the ground truth."""
-    from exactps.images import measurement_image
-
     d = fixed_draw(x0, spec, 1.0)
     view = x0 * 0 if d.operator is None or d.y is None else measurement_image(d.operator, d.y, spec.sigma_y)
     return [view, *(model_samples(m, x0, spec, 1, sampler, nfe)[0] for m in models), x0]
@@ -191,7 +186,7 @@ def comparison_rows(models: Sequence, x0: Tensor, spec: DrawSpec, sampler: str, 
 
 def score_model(
     name: str,
-    loaded,
+    loaded: LoadedModel,
     x0: Tensor,
     specs: Sequence[DrawSpec],
     rhos: Sequence[float],
@@ -200,14 +195,14 @@ def score_model(
     nfe: int = 35,
 ) -> ModelScores:
     """:func:`denoiser_psnr` at ``rhos``, :func:`heldout_loss` and (if ``num_samples``) :func:`sample_psnr`
-    of a :class:`exactps.inference.LoadedModel` on every spec. An unconditional model (``"denoiser"``)
+    of a :class:`exactps.loading.LoadedModel` on every spec. An unconditional model (``"denoiser"``)
     is scored through the pivot, but not sampled with a measurement (it was not trained for one)."""
     model, objective = loaded.model, loaded.objective
     sd = loaded.model_config.sigma_data
     den = denoiser_psnr(model, objective, x0, specs, rhos)
     loss = {(s.task, s.sigma_y): heldout_loss(model, objective, x0, s, sigma_data=sd) for s in specs}
     samples = None
-    if num_samples > 0 and (objective != "denoiser" or all(s.task == "none" for s in specs)):
+    if num_samples > 0 and (loaded.spec.measures or not any(get_task(s.task).measures for s in specs)):
         samples = {(s.task, s.sigma_y): sample_psnr(loaded, x0, s, num_samples, sampler, nfe) for s in specs}
     return ModelScores(name, loaded.images_seen, den, loss, samples)
 

@@ -1,26 +1,31 @@
-"""Pictures: PNG grids of image batches and an image-space view of a measurement."""
+"""Pictures in and out: PNG grids of image batches, and images, masks, kernels and measurements
+read from files (``exactps sample``).
+
+Images are tensors in ``[-1, 1]`` (pixel values ``u`` in ``[0, 1]`` become ``2u - 1``), read as
+:class:`exactps.data.ImageFolder` reads training images.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
 from torch import Tensor
 
-from exactps.checkpoint import atomic_write
-from exactps.objectives import as_batch
-from exactps.operators.base import LinearOperator
+from exactps.data import load_image
+from exactps.files import atomic_write
+from exactps.operators import Inpaint, LinearOperator
 
-__all__ = ["measurement_image", "save_grid"]
+__all__ = ["measurement_from_image", "read_image", "read_kernel", "read_mask", "save_grid", "save_image"]
 
 
 def save_grid(rows: Sequence[Tensor], path: str | Path, pad: int = 2, scale: int = 1) -> Path:
     """Save images in ``[-1, 1]`` as a PNG grid, one row per tensor ``(N, C, H, W)`` (C = 1 or 3),
     atomically (temporary file + ``os.replace``). Rows may differ in ``N``; images must share ``H, W``.
     ``scale`` enlarges the grid by pixel replication (for small images)."""
-    from PIL import Image
-
     if scale < 1:
         raise ValueError(f"scale must be >= 1, got {scale}")
     if not rows:
@@ -43,9 +48,72 @@ def save_grid(rows: Sequence[Tensor], path: str | Path, pad: int = 2, scale: int
     return out
 
 
-def measurement_image(operator: LinearOperator, y: Tensor, sigma_y: float | Tensor) -> Tensor:
-    """An image-space view of ``y``: the ridge estimate ``(I + A^T A / s_y^2)^{-1} A^T y / s_y^2``
-    (the pivot at ``x_t/a = 0``, ``rho = 1``), i.e. ``A^+ y`` on well-measured directions, 0 elsewhere."""
-    like = torch.zeros(y.shape[0], *operator.img_shape, dtype=y.dtype, device=y.device)
-    m, _ = operator.pivot(like, torch.ones(1, dtype=y.dtype, device=y.device), y, as_batch(sigma_y, like))
-    return m
+def save_image(img: Tensor, path: str | Path) -> Path:
+    """One image ``(C, H, W)`` in ``[-1, 1]`` as a PNG of its own size (no border)."""
+    return save_grid([img[None]], path, pad=0)
+
+
+def read_image(path: str | Path, size: int | None = None, channels: int = 3) -> Tensor:
+    """An image file as ``(1, C, H, W)`` in ``[-1, 1]`` (``x = 2 u - 1``), read as
+    :class:`exactps.data.ImageFolder` reads training images: centre-cropped to a square and resized
+    to ``size`` (bicubic), or exactly as stored if ``size`` is None."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"image {p} does not exist")
+    try:
+        return load_image(p, size, channels)[None]
+    except OSError as err:
+        raise ValueError(str(err)) from err
+
+
+def _check_size(what: str, path: str | Path, got: Sequence[int], want: Sequence[int], why: str) -> None:
+    if tuple(got) != tuple(want):
+        raise ValueError(f"{what} {path} is {got[0]}x{got[1]} but {why} {want[0]}x{want[1]}")
+
+
+def read_mask(path: str | Path, img_shape: Sequence[int]) -> Tensor:
+    """An inpainting mask file as ``(1, 1, H, W)`` zeros and ones: white (> 50% grey) = observed.
+    Its size must be the images' ``H x W`` (it is never resized)."""
+    m = read_image(path, None, channels=1)
+    _check_size("mask", path, m.shape[-2:], img_shape[-2:], "must have the images' size,")
+    return (m > 0).to(torch.float32)
+
+
+def read_kernel(path: str | Path) -> Tensor:
+    """A blur kernel as ``(1, 1, h, w)`` summing to 1: a ``.npy`` 2-D array or a grayscale image."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"kernel {p} does not exist")
+    if p.suffix.lower() == ".npy":
+        try:
+            arr = np.load(p, allow_pickle=False)
+        except (OSError, ValueError) as err:
+            raise ValueError(f"could not read kernel {p}: {err}") from err
+        if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.number):
+            raise ValueError(f"kernel {p} must hold a 2-D numeric array, got shape {arr.shape} ({arr.dtype})")
+        k = torch.from_numpy(arr.astype(np.float64))
+    else:
+        k = (read_image(p, None, channels=1)[0, 0].double() + 1) / 2
+    total = float(k.sum())
+    if not bool(torch.isfinite(k).all()) or not total > 0:
+        raise ValueError(f"kernel {p} must be finite with a positive sum, got sum {total}")
+    return (k / total).float().reshape(1, 1, *k.shape)
+
+
+def measurement_from_image(operator: LinearOperator, path: str | Path, task: str = "") -> Tensor:
+    """The measurement ``y`` ``(1, *operator.meas_shape)`` stored in an image file.
+
+    The file holds ``y`` as a picture of ``operator.meas_shape``: the low-resolution image (super-
+    resolution), the blurred image (deblurring), the grayscale image (colorization) or the image with
+    holes (inpainting: ``y = mask * image``, the values in the holes are ignored). It is never resized:
+    a file of another size is an error naming both sizes.
+    """
+    c, h, w = operator.meas_shape
+    if c not in (1, 3):
+        raise ValueError(f"measurements of shape {operator.meas_shape} cannot be read from an image")
+    y = read_image(path, None, channels=c)
+    _, ih, iw = operator.img_shape
+    why = f"{task or type(operator).__name__} with the model's {ih}x{iw} images needs"
+    _check_size("measurement", path, y.shape[-2:], (h, w), why)
+    y = y.to(operator._dtype())
+    return operator.A(y) if isinstance(operator, Inpaint) else y

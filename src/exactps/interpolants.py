@@ -14,10 +14,15 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+
+#: ``(x_t, t) -> x0_hat``: an estimate of ``E[x0 | x_t]`` (or ``E[x0 | x_t, y]``), what every sampler
+#: of :mod:`exactps.samplers` and :mod:`exactps.baselines` consumes.
+X0Predictor = Callable[[Tensor, Tensor], Tensor]
 
 __all__ = [
     "VE",
@@ -26,6 +31,7 @@ __all__ = [
     "Trigonometric",
     "VPCosine",
     "VPLinear",
+    "X0Predictor",
     "as_time",
     "broadcast_time",
     "eps_from_x0",

@@ -47,7 +47,6 @@ pass-through. :meth:`EPSDenoiser.denoise` is the unconditional denoiser ``D(x; s
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from typing import Literal
 
@@ -57,16 +56,8 @@ from deepinv.models import NCSNpp
 from deepinv.models.utils import UpDownConv2d
 from torch import Tensor, nn
 
-from exactps.covariance import IsotropicNoise, PivotNoise, SpectralNoise
-from exactps.operators.library import (
-    AvgPoolSR,
-    Blur,
-    Colorize,
-    Denoise,
-    Inpaint,
-    OrthogonalCS,
-    SeparableSR,
-)
+from exactps.batch import as_batch
+from exactps.covariance import IsotropicNoise, PivotNoise
 
 __all__ = [
     "PRESETS",
@@ -76,7 +67,6 @@ __all__ = [
     "build_backbone",
     "compile_backbone",
     "count_parameters",
-    "variance_map",
 ]
 
 Conditioning = Literal["none", "scalar", "map"]
@@ -160,85 +150,6 @@ def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
 
 
-# -- per-pixel diagonal of f(S_t) ---------------------------------------------------------------------
-
-
-def _probe_diag(noise: PivotNoise, fn: Callable[[Tensor], Tensor], like: Tensor, period: int, mix: bool) -> Tensor:
-    """``diag f(S_t)`` by colored probing: exact when ``f(S_t)`` only couples pixels of one
-    ``period x period`` block (and channels only if ``mix``): ``diag = sum_k z_k * f(S_t) z_k``."""
-    out = torch.zeros_like(like)
-    channels = range(like.shape[1]) if mix else [None]
-    for c in channels:
-        for u in range(period):
-            for v in range(period):
-                z = torch.zeros_like(like)
-                z[:, slice(None) if c is None else slice(c, c + 1), u::period, v::period] = 1.0
-                out = out + z * noise.apply(fn, z)
-    return out
-
-
-def _circulant_diag(noise: PivotNoise, fn: Callable[[Tensor], Tensor], like: Tensor) -> Tensor:
-    """``diag f(S_t)`` of a per-channel circulant ``S_t`` (circular blur): constant, ``(f(S) delta)_0``."""
-    delta = torch.zeros_like(like)
-    delta[..., 0, 0] = 1.0
-    return noise.apply(fn, delta)[..., :1, :1].expand_as(like)
-
-
-def _thin_diag(
-    noise: SpectralNoise,
-    fn: Callable[[Tensor], Tensor],
-    like: Tensor,
-    range_diag: Callable[[Tensor], Tensor],
-) -> Tensor:
-    """``diag f(S_t) = (V o V) f(l) + f(rho^2) (1 - (V o V) 1)`` from the map ``g -> (V o V) g``."""
-    coef_shape = noise.operator.Vt(like).shape
-    var = torch.broadcast_to(noise.var, coef_shape)
-    rho2 = noise.rho.reshape(-1, *([1] * (like.ndim - 1))) ** 2
-    return (range_diag(fn(var)) + fn(rho2) * (1 - range_diag(torch.ones_like(var)))).expand_as(like)
-
-
-def _separable_range_diag(noise: SpectralNoise) -> Callable[[Tensor], Tensor]:
-    ph = noise.operator.physics
-    return lambda g: ph.vh.square() @ g @ ph.vw.square().T
-
-
-def _rows_range_diag(noise: SpectralNoise, like: Tensor) -> Callable[[Tensor], Tensor]:
-    ph = noise.operator.physics
-    return lambda g: (g @ ph.q.square()).reshape(g.shape[0], *like.shape[1:])
-
-
-def variance_map(noise: PivotNoise, like: Tensor, fn: Callable[[Tensor], Tensor]) -> Tensor:
-    """The exact diagonal of ``f(S_t)`` in pixel space, shaped like ``like`` ``(B, C, H, W)``.
-
-    Closed forms or exact structured probing for isotropic noise and every operator of
-    :mod:`exactps.operators.library`; raises ``NotImplementedError`` for other operators.
-    """
-    if isinstance(noise, IsotropicNoise):
-        return noise.apply(fn, torch.ones_like(like))
-    if not isinstance(noise, SpectralNoise):
-        raise NotImplementedError(
-            f"no per-pixel variance map for {type(noise).__name__}: the EPS denoiser needs a "
-            "closed-form spectral covariance (IsotropicNoise or SpectralNoise)"
-        )
-    op = noise.operator
-    if isinstance(op, (Denoise, Inpaint)):  # V = I: pixel-aligned
-        return noise.apply(fn, torch.ones_like(like))
-    if isinstance(op, AvgPoolSR):  # block diagonal, channel-separable
-        return _probe_diag(noise, fn, like, op.factor, mix=False)
-    if isinstance(op, Colorize):  # per-pixel channel mixing
-        return _probe_diag(noise, fn, like, 1, mix=True)
-    if isinstance(op, Blur):  # per-channel circulant
-        return _circulant_diag(noise, fn, like)
-    if isinstance(op, SeparableSR):
-        return _thin_diag(noise, fn, like, _separable_range_diag(noise))
-    if isinstance(op, OrthogonalCS):
-        return _thin_diag(noise, fn, like, _rows_range_diag(noise, like))
-    raise NotImplementedError(
-        f"no exact per-pixel variance map for operator {type(op).__name__}; "
-        "add a rule to exactps.networks.variance_map or use conditioning='scalar'"
-    )
-
-
 # -- conditioning pieces ------------------------------------------------------------------------------
 
 
@@ -267,11 +178,6 @@ def _positional(c: Tensor, dim: int) -> Tensor:
     freqs = (1e-4) ** (torch.arange(half, dtype=torch.float32, device=c.device) / max(half - 1, 1))
     arg = c.float()[:, None] * freqs[None]
     return torch.cat([arg.cos(), arg.sin()], dim=1)
-
-
-def _per_batch(v: Tensor, batch: int) -> Tensor:
-    """A ``(1,)`` or ``(B,)`` per-batch vector as ``(B,)``."""
-    return torch.broadcast_to(v.reshape(-1), (batch,))
 
 
 # -- the EPS denoiser ---------------------------------------------------------------------------------
@@ -326,13 +232,13 @@ class EPSDenoiser(nn.Module):
         return 1 - self.c_skip(l)
 
     # -- conditioning inputs ------------------------------------------------------------------------
-    def c_noise(self, noise: PivotNoise, batch: int) -> Tensor:
-        """``log(rho)/4`` per batch element (EDM's noise conditioning)."""
-        return torch.log(_per_batch(noise.rho, batch).clamp(*RHO_RANGE)) / 4
+    def c_noise(self, noise: PivotNoise, like: Tensor) -> Tensor:
+        """``log(rho)/4`` per batch element of ``like`` (EDM's noise conditioning)."""
+        return torch.log(as_batch(noise.rho, like).clamp(*RHO_RANGE)) / 4
 
-    def sigma_y_features(self, noise: PivotNoise, batch: int) -> Tensor:
+    def sigma_y_features(self, noise: PivotNoise, like: Tensor) -> Tensor:
         """Positional embedding of ``c_y = log(s_y)/4`` (``s_y`` clamped; ``inf`` when ``A = 0``)."""
-        c_y = torch.log(_per_batch(noise.sigma_y, batch).clamp(*SIGMA_Y_RANGE)) / 4
+        c_y = torch.log(as_batch(noise.sigma_y, like).clamp(*SIGMA_Y_RANGE)) / 4
         # NCSNpp multiplies labels by sqrt(label_dim); undo it to keep unit-scale features.
         return _positional(c_y, self.embed_dim) / math.sqrt(self.embed_dim)
 
@@ -340,7 +246,7 @@ class EPSDenoiser(nn.Module):
         """``c_in(S_t) m``, with the ``"map"`` channels ``diag(S_t (sd^2 + S_t)^{-1})`` appended."""
         x = noise.apply(self.c_in, m)
         if self.conditioning == "map":
-            x = torch.cat([x, variance_map(noise, m, self.noise_fraction).to(x.dtype)], dim=1)
+            x = torch.cat([x, noise.diagonal(self.noise_fraction, m).to(x.dtype)], dim=1)
         return x
 
     def _check(self, m: Tensor) -> None:
@@ -353,10 +259,10 @@ class EPSDenoiser(nn.Module):
     def forward(self, m: Tensor, noise: PivotNoise) -> Tensor:
         """``x0 = c_skip(S_t) m + c_out(S_t) F(c_in(S_t) m, c_noise, c_y[, map])``."""
         self._check(m)
-        batch, dtype = m.shape[0], self.net.map_layer0.weight.dtype
+        dtype = self.net.map_layer0.weight.dtype
         x = self.backbone_input(m, noise).to(dtype)
-        labels = self.sigma_y_features(noise, batch).to(dtype) if self.embed_dim else None
-        out = self.net.forward_unet(x, self.c_noise(noise, batch).to(dtype), class_labels=labels)
+        labels = self.sigma_y_features(noise, m).to(dtype) if self.embed_dim else None
+        out = self.net.forward_unet(x, self.c_noise(noise, m).to(dtype), class_labels=labels)
         out = out.to(m.dtype)
         return noise.apply(self.c_skip, m) + noise.apply(self.c_out, out)
 

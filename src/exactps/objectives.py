@@ -34,21 +34,27 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from exactps.covariance import IsotropicNoise, PivotNoise, per_batch
+from exactps.batch import as_batch, per_batch
+from exactps.covariance import IsotropicNoise, PivotNoise
 from exactps.operators.base import LinearOperator
 
 __all__ = [
+    "NetworkInputs",
     "TrainingDraw",
-    "as_batch",
     "draw_training_example",
     "edm_weight",
     "eps_loss",
     "pivot_or_isotropic",
+    "regression_loss",
     "sample_rho",
     "sample_sigma_y",
     "sigma_y_range",
     "weighted_mse",
 ]
+
+#: ``(x_t/a, rho, A, y, s_y) -> args``: how a network is fed one draw (``A``, ``y`` None without a
+#: measurement): :func:`pivot_or_isotropic` for EPS, the baseline's in :mod:`exactps.conditional`.
+NetworkInputs = Callable[[Tensor, Tensor, "LinearOperator | None", "Tensor | None", Tensor], tuple]
 
 
 def sigma_y_range(spec: float | Sequence[float]) -> tuple[float, float]:
@@ -58,11 +64,6 @@ def sigma_y_range(spec: float | Sequence[float]) -> tuple[float, float]:
     if len(spec) != 2:
         raise ValueError(f"sigma_y must be a value or a (lo, hi) pair, got {spec}")
     return float(spec[0]), float(spec[1])
-
-
-def as_batch(v: float | Tensor, like: Tensor) -> Tensor:
-    """``v`` (a scalar or ``(B,)``) broadcast to ``(B,)`` with the dtype and device of ``like``."""
-    return torch.broadcast_to(torch.as_tensor(v, dtype=like.dtype, device=like.device).reshape(-1), (like.shape[0],))
 
 
 def sample_rho(
@@ -143,8 +144,9 @@ def pivot_or_isotropic(
     return operator.pivot(x_scaled, rho, y, sigma_y)
 
 
-def eps_loss(
-    model: Callable[[Tensor, PivotNoise], Tensor],
+def regression_loss(
+    model: Callable[..., Tensor],
+    inputs: NetworkInputs,
     x0: Tensor,
     operator: LinearOperator | None,
     sigma_y: float | Tensor,
@@ -154,9 +156,21 @@ def eps_loss(
     p_std: float = 1.2,
     sigma_data: float = 0.5,
 ) -> Tensor:
-    """The EPS training loss of one batch: ``mean_b lambda(rho_b) mean ||model(m, S_t) - x0||^2`` with
-    ``(m, S_t) = pivot(x_t/a, rho, y, s_y)`` (``m = x_t/a``, ``S_t = rho^2 I`` if ``operator`` is None)."""
+    """``mean_b lambda(rho_b) mean ||model(*inputs(x_t/a, rho, A, y, s_y)) - x0||^2`` on one
+    :func:`draw_training_example`: the loss of every objective, which differ only in ``inputs``."""
     d = draw_training_example(x0, operator, sigma_y, generator, p_mean, p_std)
-    m, noise = pivot_or_isotropic(d.x_scaled, d.rho, operator, d.y, d.sigma_y)
-    return weighted_mse(model(m, noise), x0, d.rho, sigma_data)
+    return weighted_mse(model(*inputs(d.x_scaled, d.rho, operator, d.y, d.sigma_y)), x0, d.rho, sigma_data)
 
+
+def eps_loss(
+    model: Callable[[Tensor, PivotNoise], Tensor],
+    x0: Tensor,
+    operator: LinearOperator | None,
+    sigma_y: float | Tensor,
+    generator: torch.Generator | None = None,
+    **kw: float,
+) -> Tensor:
+    """The EPS training loss of one batch: ``mean_b lambda(rho_b) mean ||model(m, S_t) - x0||^2`` with
+    ``(m, S_t) = pivot(x_t/a, rho, y, s_y)`` (``m = x_t/a``, ``S_t = rho^2 I`` if ``operator`` is None).
+    ``kw``: ``p_mean``, ``p_std``, ``sigma_data`` of :func:`regression_loss`."""
+    return regression_loss(model, pivot_or_isotropic, x0, operator, sigma_y, generator, **kw)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from exactps.batch import as_batch
 from exactps.covariance import IsotropicNoise, PivotNoise
 from exactps.interpolants import Interpolant, as_time, eps_from_x0, score_from_x0
 from exactps.operators.base import LinearOperator
@@ -28,8 +29,8 @@ from exactps.operators.base import LinearOperator
 __all__ = [
     "Denoiser",
     "PosteriorPredictor",
-    "X0Predictor",
     "check_sigma_y",
+    "measurement_image",
     "pivot",
     "posterior_eps",
     "posterior_score",
@@ -37,7 +38,6 @@ __all__ = [
 ]
 
 Denoiser = Callable[[Tensor, PivotNoise], Tensor]
-X0Predictor = Callable[[Tensor, Tensor], Tensor]
 
 
 def check_sigma_y(sigma_y: float | Tensor, like: Tensor) -> Tensor:
@@ -98,6 +98,14 @@ def pivot(
         y = y.expand(x_t.shape[0], *y.shape[1:])
     sy = check_sigma_y(sigma_y, x_t)
     return operator.pivot(x_scaled, rho, y, sy)
+
+
+def measurement_image(operator: LinearOperator, y: Tensor, sigma_y: float | Tensor) -> Tensor:
+    """An image-space view of ``y``: the pivot at ``x_t/a = 0``, ``rho = 1``, i.e. the ridge estimate
+    ``(I + A^T A / s_y^2)^{-1} A^T y / s_y^2``: ``A^+ y`` on well-measured directions, 0 elsewhere."""
+    like = torch.zeros(y.shape[0], *operator.img_shape, dtype=y.dtype, device=y.device)
+    m, _ = operator.pivot(like, torch.ones(1, dtype=y.dtype, device=y.device), y, as_batch(sigma_y, like))
+    return m
 
 
 @dataclass

@@ -25,25 +25,24 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from exactps.interpolants import Interpolant, as_time
+from exactps.interpolants import Interpolant, X0Predictor, as_time
 
 __all__ = [
     "SAMPLERS",
     "SampleOutput",
+    "alpha_sigma",
     "ddim_sample",
     "ddim_step",
     "ddpm_sample",
     "dpmpp_2m_sample",
     "euler_sample",
+    "gaussian_like",
     "heun_sample",
     "initial_noise",
     "sample",
     "steps_for_nfe",
     "time_grid",
 ]
-
-X0Predictor = Callable[[Tensor, Tensor], Tensor]
-
 
 @dataclass
 class SampleOutput:
@@ -113,11 +112,13 @@ def initial_noise(
     return s * torch.randn(shape, generator=generator, dtype=dtype, device=device)
 
 
-def _ab(interp: Interpolant, t: Tensor) -> tuple[float, float]:
+def alpha_sigma(interp: Interpolant, t: Tensor) -> tuple[float, float]:
+    """``(a(t), s(t))`` of a scalar time as floats (the coefficients of one sampler step)."""
     return float(interp.alpha(t)), float(interp.sigma(t))
 
 
-def _noise(x: Tensor, generator: torch.Generator | None) -> Tensor:
+def gaussian_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
+    """``z ~ N(0, I)`` with the shape, dtype and device of ``x``."""
     return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
 
 
@@ -129,7 +130,7 @@ def ddim_step(
     eps = (x - a * x0) / s
     c = eta * sn * math.sqrt(max(0.0, 1 - (a * sn / (an * s)) ** 2)) if sn > 0 else 0.0
     out = an * x0 + math.sqrt(max(0.0, sn**2 - c**2)) * eps
-    return out + c * _noise(out, generator) if c > 0 else out
+    return out + c * gaussian_like(out, generator) if c > 0 else out
 
 
 def ddim_sample(
@@ -144,8 +145,8 @@ def ddim_sample(
     f = _Counter(predict)
     for i in range(len(ts) - 1):
         t, tn = ts[i], ts[i + 1]
-        a, s = _ab(interp, t)
-        an, sn = _ab(interp, tn)
+        a, s = alpha_sigma(interp, t)
+        an, sn = alpha_sigma(interp, tn)
         x = ddim_step(x, f(x, t.to(x.dtype)), a, s, an, sn, eta, generator)
     return SampleOutput(x, f.nfe)
 
@@ -169,19 +170,19 @@ def ddpm_sample(
     f = _Counter(predict)
     for i in range(len(ts) - 1):
         t, tn = ts[i], ts[i + 1]
-        a, s = _ab(interp, t)
-        an, sn = _ab(interp, tn)
+        a, s = alpha_sigma(interp, t)
+        an, sn = alpha_sigma(interp, tn)
         x0 = f(x, t.to(x.dtype))
         fwd = max(0.0, s**2 - (a * sn / an) ** 2)
         x = (fwd / s**2) * an * x0 + (sn**2 / s**2) * (a / an) * x
         var = sn**2 * fwd / s**2 if variance == "posterior" else fwd
         if sn > 0 and var > 0:
-            x = x + math.sqrt(var) * _noise(x, generator)
+            x = x + math.sqrt(var) * gaussian_like(x, generator)
     return SampleOutput(x, f.nfe)
 
 
 def _velocity(interp: Interpolant, x: Tensor, x0: Tensor, t: Tensor) -> Tensor:
-    a, s = _ab(interp, t)
+    a, s = alpha_sigma(interp, t)
     da, ds = float(interp.d_alpha(t)), float(interp.d_sigma(t))
     return da * x0 + ds * (x - a * x0) / s
 
@@ -199,7 +200,7 @@ def euler_sample(
         t, tn = ts[i], ts[i + 1]
         x0 = f(x, t.to(x.dtype))
         if float(tn) == 0.0:
-            an, _ = _ab(interp, tn)
+            an, _ = alpha_sigma(interp, tn)
             x = an * x0  # the exact endpoint of the last step (s(0) = 0)
         else:
             x = x + float(tn - t) * _velocity(interp, x, x0, t)
@@ -219,7 +220,7 @@ def heun_sample(
         t, tn = ts[i], ts[i + 1]
         x0 = f(x, t.to(x.dtype))
         if float(tn) == 0.0:
-            an, _ = _ab(interp, tn)
+            an, _ = alpha_sigma(interp, tn)
             x = an * x0
             continue
         d = _velocity(interp, x, x0, t)
@@ -241,8 +242,8 @@ def dpmpp_2m_sample(
     prev_x0, prev_h = None, None
     for i in range(len(ts) - 1):
         t, tn = ts[i], ts[i + 1]
-        a, s = _ab(interp, t)
-        an, sn = _ab(interp, tn)
+        a, s = alpha_sigma(interp, t)
+        an, sn = alpha_sigma(interp, tn)
         x0 = f(x, t.to(x.dtype))
         if sn == 0.0:
             x = an * x0

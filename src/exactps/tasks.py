@@ -1,14 +1,24 @@
-"""Task distributions: benchmark operators scaled to an image size, one per batch element.
+"""THE task registry: every measurement task by name, and how to build its operator.
 
-The standard set (METHOD.md, "Claims"): 4x super-resolution (bicubic), box inpainting (a box of
-half the side), random inpainting (70% of pixels missing here; DPS uses 92% at 256x256), Gaussian
-deblurring and motion deblurring (circular boundary). Also 2x average-pooling SR and
-colorization. Masks and motion kernels are drawn per batch element.
+A *task* is a distribution of operators ``A`` for images of a given shape. :data:`TASKS` maps each
+name to a :class:`Task`; nothing else in exactps lists task names or compares them, so adding a
+task is one entry here (plus its test in ``tests/test_tasks.py``).
+
+The standard set (METHOD.md, "Claims"; :data:`STANDARD_TASKS`): 4x super-resolution (bicubic), box
+inpainting (a box of half the side), random inpainting (70% of pixels missing here; DPS uses 92%
+at 256x256), Gaussian deblurring and motion deblurring (circular boundary). Also 2x average-pooling
+SR, colorization, ``none`` (``A = 0``: no measurement, the unconditional denoiser) and two tasks for
+real measurements only: ``inpaint`` (the user's mask) and ``deblur`` (the user's kernel). Masks and
+motion kernels are drawn per batch element.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
 import torch
+from torch import Tensor
 
 from exactps.operators import (
     AvgPoolSR,
@@ -23,39 +33,188 @@ from exactps.operators import (
     random_masks,
 )
 
-__all__ = ["TASKS", "make_task_operator"]
+__all__ = [
+    "NO_MEASUREMENT",
+    "STANDARD_TASKS",
+    "TASKS",
+    "Task",
+    "build_operator",
+    "check_task_inputs",
+    "get_task",
+    "make_task_operator",
+    "training_tasks",
+]
 
-TASKS = ("sr4", "sr2-avg", "inpaint-box", "inpaint-random", "deblur-gauss", "deblur-motion", "colorize")
+#: ``build(img_shape, generator, dtype, batch)``: the operator for ``batch`` images (random parts drawn
+#: ``batch`` times from ``generator``), or None for ``A = 0``.
+Builder = Callable[[tuple[int, int, int], torch.Generator | None, torch.dtype, int], LinearOperator | None]
+
+
+@dataclass(frozen=True)
+class Task:
+    """One entry of :data:`TASKS`.
+
+    ``family``: what kind of operator (``none``, ``sr``, ``inpaint``, ``deblur``, ``colorize``);
+    ``build``: the operator for a batch (None: only from a user's ``accepts`` input);
+    ``random``: whether ``build`` draws per batch element (else it is the same for every call and may
+    be cached); ``accepts``: the user input that replaces the drawn part (``mask`` or ``kernel``);
+    ``measurement``: what a stored measurement of an ``R x R`` image holds (``exactps sample --help``);
+    ``published``: the key of the baselines' official per-task settings (:mod:`exactps.baselines`).
+    """
+
+    family: str
+    build: Builder | None
+    random: bool = False
+    accepts: str | None = None
+    measurement: str = ""
+    published: str | None = None
+
+    @property
+    def measures(self) -> bool:
+        """False for ``none`` (``A = 0``: no measurement)."""
+        return self.family != "none"
+
+    def needs_input(self, random_ok: bool) -> bool:
+        """Whether a measurement of this task needs the user's ``accepts`` input: always without ``build``,
+        and for random tasks when the draw is not allowed (a real measurement was taken with one mask/kernel)."""
+        return self.accepts is not None and (self.build is None or (self.random and not random_ok))
 
 
 def _kernel_size(h: int, w: int, cap: int = 61) -> int:
     return min(cap, min(h, w) // 2 * 2 - 1)
 
 
+def _none(shape, generator, dtype, batch) -> None:
+    return None
+
+
+def _sr4(shape, generator, dtype, batch) -> LinearOperator:
+    return SeparableSR(shape, 4, dtype=dtype)
+
+
+def _sr2_avg(shape, generator, dtype, batch) -> LinearOperator:
+    return AvgPoolSR(shape, 2, dtype=dtype)
+
+
+def _inpaint_box(shape, generator, dtype, batch) -> LinearOperator:
+    _, h, w = shape
+    return Inpaint(box_masks(shape, batch, (h // 2, w // 2), generator).to(dtype), shape)
+
+
+def _inpaint_random(shape, generator, dtype, batch) -> LinearOperator:
+    return Inpaint(random_masks(shape, batch, 0.7, generator).to(dtype), shape)
+
+
+def _deblur_gauss(shape, generator, dtype, batch) -> LinearOperator:
+    _, h, w = shape  # DPS: sigma 3.0 px at 256x256; scaled with the image, at least half a pixel
+    return Blur(gaussian_kernel(max(0.5, 3.0 * h / 256), size=_kernel_size(h, w)).to(dtype), shape)
+
+
+def _deblur_motion(shape, generator, dtype, batch) -> LinearOperator:
+    _, h, w = shape
+    return Blur(motion_kernels(batch, _kernel_size(h, w), generator).to(dtype), shape)
+
+
+def _colorize(shape, generator, dtype, batch) -> LinearOperator:
+    if shape[0] != 3:
+        raise ValueError("colorize needs 3-channel images")
+    return Colorize(shape, dtype=dtype)
+
+
+_SR4 = (
+    "the low-resolution image, R/4 x R/4, made by exactps's operator (deepinv's bicubic Downsampling, circular "
+    "boundary); other resizers sample other pixel positions, so simulate with --image, or measure with exactps.tasks"
+)
+_SR2 = "the low-resolution image, R/2 x R/2 (2x2 average pooling)"
+_HOLES = "the image with holes, R x R (the holes' values are ignored)"
+_BLURRED = "the blurred image, R x R"
+_GAUSS = "the blurred image, R x R (the training Gaussian blur, or --kernel)"
+_GREY = "the grayscale image, R x R (Rec. 601 luma)"
+
+TASKS: dict[str, Task] = {
+    "sr4": Task("sr", _sr4, measurement=_SR4, published="sr"),
+    "sr2-avg": Task("sr", _sr2_avg, measurement=_SR2),
+    "inpaint-box": Task("inpaint", _inpaint_box, True, "mask", _HOLES, "inpainting"),
+    "inpaint-random": Task("inpaint", _inpaint_random, True, "mask", _HOLES, "inpainting"),
+    "inpaint": Task("inpaint", None, accepts="mask", measurement=_HOLES),
+    "deblur-gauss": Task("deblur", _deblur_gauss, False, "kernel", _GAUSS, "gaussian_deblur"),
+    "deblur-motion": Task("deblur", _deblur_motion, True, "kernel", _BLURRED, "motion_deblur"),
+    "deblur": Task("deblur", None, accepts="kernel", measurement=_BLURRED),
+    "colorize": Task("colorize", _colorize, measurement=_GREY),
+    "none": Task("none", _none, measurement="nothing: prior samples"),
+}
+
+#: The name of the task without measurement (``A = 0``).
+NO_MEASUREMENT = "none"
+#: The benchmark's task set, and the default training mixture.
+STANDARD_TASKS: tuple[str, ...] = ("sr4", "inpaint-box", "inpaint-random", "deblur-gauss", "deblur-motion")
+
+
+def training_tasks() -> tuple[str, ...]:
+    """The tasks whose operator can be drawn (usable in training and simulation): all but ``inpaint``, ``deblur``."""
+    return tuple(name for name, task in TASKS.items() if task.build is not None)
+
+
+def get_task(name: str) -> Task:
+    """The :class:`Task` called ``name``; ``ValueError`` listing the choices otherwise."""
+    try:
+        return TASKS[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown task {name!r}; choose one of {tuple(TASKS)}") from None
+
+
 def make_task_operator(
     task: str,
-    img_shape: tuple[int, int, int],
+    img_shape: Sequence[int],
     generator: torch.Generator | None = None,
     dtype: torch.dtype = torch.float32,
     batch: int = 1,
-) -> LinearOperator:
-    """The operator of ``task`` for images of ``img_shape``; random parts drawn ``batch`` times."""
-    c, h, w = img_shape
-    if task == "sr4":
-        return SeparableSR(img_shape, 4, dtype=dtype)
-    if task == "sr2-avg":
-        return AvgPoolSR(img_shape, 2, dtype=dtype)
-    if task == "inpaint-box":
-        return Inpaint(box_masks(img_shape, batch, (h // 2, w // 2), generator).to(dtype), img_shape)
-    if task == "inpaint-random":
-        return Inpaint(random_masks(img_shape, batch, 0.7, generator).to(dtype), img_shape)
-    if task == "deblur-gauss":
-        # DPS: sigma 3.0 px at 256x256; scaled with the image, at least half a pixel
-        return Blur(gaussian_kernel(max(0.5, 3.0 * h / 256), size=_kernel_size(h, w)).to(dtype), img_shape)
-    if task == "deblur-motion":
-        return Blur(motion_kernels(batch, _kernel_size(h, w), generator).to(dtype), img_shape)
-    if task == "colorize":
-        if c != 3:
-            raise ValueError("colorize needs 3-channel images")
-        return Colorize(img_shape, dtype=dtype)
-    raise ValueError(f"unknown task {task!r}; choose one of {TASKS}")
+) -> LinearOperator | None:
+    """The operator of ``task`` for images of ``img_shape``; random parts drawn ``batch`` times.
+    None for ``none`` (``A = 0``)."""
+    entry = get_task(task)
+    if entry.build is None:
+        raise ValueError(f"task {task!r} has no operator of its own: it needs the measurement's {entry.accepts}")
+    shape = tuple(int(n) for n in img_shape)
+    return entry.build(shape, generator, dtype, batch)  # type: ignore[arg-type]
+
+
+def check_task_inputs(task: str, has_mask: bool, has_kernel: bool, random_ok: bool = True) -> None:
+    """Raise ``ValueError`` unless ``task`` takes a mask / kernel exactly as given (see :func:`build_operator`)."""
+    entry = get_task(task)
+    given = {"mask": has_mask, "kernel": has_kernel}
+    for name, present in given.items():
+        if present and entry.accepts != name:
+            takers = ", ".join(n for n, t in TASKS.items() if t.accepts == name)
+            raise ValueError(f"a {name} only applies to the tasks {takers}, not {task!r}")
+    if entry.needs_input(random_ok) and not given[entry.accepts]:  # type: ignore[index]
+        how = "--mask M.png: white = observed" if entry.accepts == "mask" else "--kernel K.npy or K.png"
+        raise ValueError(f"task {task!r} needs the {entry.accepts} of the measurement ({how})")
+
+
+def build_operator(
+    task: str,
+    img_shape: Sequence[int],
+    *,
+    mask: Tensor | None = None,
+    kernel: Tensor | None = None,
+    generator: torch.Generator | None = None,
+    batch: int = 1,
+    dtype: torch.dtype = torch.float32,
+    random_ok: bool = True,
+) -> LinearOperator | None:
+    """The operator of ``task`` for images of ``img_shape``, from a user's input or drawn.
+
+    A ``mask`` (inpainting tasks) or ``kernel`` (deblurring tasks) replaces the task's own (random
+    or Gaussian) one; without them the operator is drawn as in training (:func:`make_task_operator`,
+    ``batch`` masks/kernels from ``generator``). ``inpaint`` needs a mask and ``deblur`` a kernel, and
+    so do ``inpaint-box``, ``inpaint-random`` and ``deblur-motion`` if not ``random_ok`` (a real
+    measurement was taken with one particular mask/kernel).
+    """
+    check_task_inputs(task, mask is not None, kernel is not None, random_ok)
+    shape = tuple(int(n) for n in img_shape)
+    if mask is not None:
+        return Inpaint(mask.to(dtype), shape)
+    if kernel is not None:
+        return Blur(kernel.to(dtype), shape)
+    return make_task_operator(task, shape, generator, dtype, batch=batch)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from exactps.interpolants import Interpolant, get_interpolant
+from exactps.interpolants import Interpolant, X0Predictor, get_interpolant
 from exactps.metrics import atom_tv, sliced_w2
 from exactps.operators import LinearOperator
 from exactps.posterior import PosteriorPredictor
@@ -30,8 +30,11 @@ from exactps.samplers import sample
 from exactps.tasks import make_task_operator
 
 __all__ = [
+    "FULL_GRID",
+    "QUICK_GRID",
     "FiniteProblem",
     "GMMProblem",
+    "Grid",
     "exactness_table",
     "finite_tv",
     "format_table",
@@ -39,9 +42,6 @@ __all__ = [
     "make_finite_problem",
     "make_gmm_problem",
 ]
-
-Predictor = Callable[[Tensor, Tensor], Tensor]
-
 
 @dataclass
 class GMMProblem:
@@ -58,7 +58,7 @@ class GMMProblem:
     n_proj: int
     proj_seed: int
 
-    def predictor(self, interp: Interpolant, use_y: bool = True) -> Predictor:
+    def predictor(self, interp: Interpolant, use_y: bool = True) -> X0Predictor:
         """EPS x0-predictor (or the prior's, ignoring ``y``) from the exact denoiser."""
         if use_y:
             return PosteriorPredictor(self.prior.denoise, interp, self.operator, self.y, self.sigma_y)
@@ -103,7 +103,7 @@ class FiniteProblem:
     sigma_y: float
     weights: Tensor
 
-    def predictor(self, interp: Interpolant, use_y: bool = True) -> Predictor:
+    def predictor(self, interp: Interpolant, use_y: bool = True) -> X0Predictor:
         if use_y:
             return PosteriorPredictor(self.prior.denoise, interp, self.operator, self.y, self.sigma_y)
         return PosteriorPredictor(self.prior.denoise, interp)
@@ -190,11 +190,32 @@ def _grid(
             yield Row(kind, task, name, smp if use_y else "prior (ignores y)", nfe, out.nfe, metric, value)
 
 
+@dataclass(frozen=True)
+class Grid:
+    """The combinations of an exactness report: tasks x interpolants x samplers x NFE."""
+
+    tasks: tuple[str, ...]
+    interpolants: tuple[str, ...]
+    samplers: tuple[str, ...]
+    nfes: tuple[int, ...]
+
+
+#: ``exactps verify``: every interpolant and sampler on three tasks.
+FULL_GRID = Grid(
+    ("sr4", "inpaint-box", "deblur-gauss"),
+    ("vp-linear", "vp-cosine", "ve", "flow", "trig"),
+    ("ddim", "ddim-eta1", "ddpm", "euler", "heun", "dpmpp-2m"),
+    (10, 20, 50, 100, 200),
+)
+#: ``exactps verify --quick``: about a minute.
+QUICK_GRID = Grid(("inpaint-box", "deblur-motion"), ("ve", "flow"), ("ddim", "heun", "dpmpp-2m"), (10, 50, 200))
+
+
 def exactness_table(
-    tasks: Iterable[str] = ("sr4", "inpaint-box", "deblur-gauss"),
-    interpolants: Iterable[str] = ("vp-linear", "vp-cosine", "ve", "flow", "trig"),
-    samplers: Iterable[str] = ("ddim", "ddim-eta1", "ddpm", "euler", "heun", "dpmpp-2m"),
-    nfes: Iterable[int] = (10, 20, 50, 100, 200),
+    tasks: Iterable[str] = FULL_GRID.tasks,
+    interpolants: Iterable[str] = FULL_GRID.interpolants,
+    samplers: Iterable[str] = FULL_GRID.samplers,
+    nfes: Iterable[int] = FULL_GRID.nfes,
     gmm_samples: int = 2000,
     finite_atoms: Tensor | None = None,
     finite_samples: int = 500,

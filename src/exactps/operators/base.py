@@ -17,6 +17,7 @@ pseudo-inverse.
 
 from __future__ import annotations
 
+import copy
 import warnings
 from abc import abstractmethod
 
@@ -24,7 +25,8 @@ import torch
 from deepinv.physics import DecomposablePhysics, LinearPhysics
 from torch import Tensor, nn
 
-from exactps.covariance import MatrixFreeNoise, PivotNoise, SpectralNoise, per_batch
+from exactps.batch import per_batch
+from exactps.covariance import MatrixFreeNoise, PivotNoise, SpectralNoise
 
 __all__ = ["LinearOperator", "MatrixFreeOperator", "SpectralOperator", "default_rcond"]
 
@@ -99,8 +101,6 @@ class LinearOperator(nn.Module):
 
     def to_dtype(self, dtype: torch.dtype) -> LinearOperator:
         """A copy in ``dtype``; complex buffers (e.g. FFT phases) become the matching complex type."""
-        import copy
-
         out = copy.deepcopy(self)
         cdtype = torch.complex128 if dtype == torch.float64 else torch.complex64
         for module in out.modules():
@@ -218,6 +218,18 @@ class SpectralOperator(LinearOperator):
         while sv.ndim < ndim:
             sv = sv.unsqueeze(0)
         return sv
+
+    def range_diagonal(self, g: Tensor, like: Tensor) -> Tensor:
+        """``diag(V diag(g) V^T)`` in pixel space (broadcastable to ``like``) for coefficients ``g`` in the
+        layout of :meth:`Vt`: how this operator describes ``S_t`` per pixel
+        (:meth:`exactps.covariance.SpectralNoise.diagonal`, the networks' ``"map"`` conditioning).
+
+        Each operator of :mod:`exactps.operators.library` has a closed form; a generic
+        ``DecomposablePhysics`` has none (``NotImplementedError``)."""
+        raise NotImplementedError(
+            f"no exact per-pixel variance map for operator {type(self).__name__}: implement "
+            "range_diagonal(g, like) = diag(V diag(g) V^T), or use conditioning='scalar'"
+        )
 
     def select(self, b: int) -> SpectralOperator:
         if self.batch == 1:

@@ -48,3 +48,7 @@ class DenseOperator(SpectralOperator):
         physics = _DensePhysics(matrix, img_shape)
         super().__init__(physics, img_shape, full_basis=min(matrix.shape) == d)
         self.matrix = matrix
+
+    def range_diagonal(self, g: Tensor, like: Tensor) -> Tensor:
+        """``(V o V) g`` with the right singular vectors ``V`` as columns."""
+        return (g @ self.physics.v.square().T).reshape(g.shape[0], *like.shape[1:])

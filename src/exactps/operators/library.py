@@ -53,6 +53,10 @@ class Denoise(SpectralOperator):
         physics.mask = torch.ones((), dtype=dtype)
         super().__init__(physics, img_shape, full_basis=True)
 
+    def range_diagonal(self, g: Tensor, like: Tensor) -> Tensor:
+        """``V = I``: the coefficients are the pixels."""
+        return g
+
 
 class Inpaint(SpectralOperator):
     """``A = diag(mask)``: keeps the pixels where ``mask = 1`` (``y`` has the image's shape).
@@ -75,6 +79,10 @@ class Inpaint(SpectralOperator):
             mask = mask.float()
         physics = dinv.physics.Inpainting(img_size=img_shape, mask=mask, device=mask.device)
         super().__init__(physics, img_shape, full_basis=True)
+
+    def range_diagonal(self, g: Tensor, like: Tensor) -> Tensor:
+        """``V = I``: the coefficients are the pixels."""
+        return g
 
     def _select_batch(self, b: int) -> Inpaint:
         return Inpaint(self.physics.mask[b : b + 1], self.img_shape)
@@ -106,6 +114,10 @@ class AvgPoolSR(SpectralOperator):
             raise ValueError(f"factor {factor} must divide the image size {img_shape[1:]}")
         self.factor = factor
         super().__init__(_AvgPoolPhysics(factor, dtype), img_shape, full_basis=False)
+
+    def range_diagonal(self, g: Tensor, like: Tensor) -> Tensor:
+        """``V c`` spreads ``c / f`` over its ``f x f`` block: ``(V o V) g`` is ``g / f^2`` on the block."""
+        return self.V(g) / self.factor
 
 
 class _SeparablePhysics(DecomposablePhysics):
@@ -194,6 +206,11 @@ class SeparableSR(SpectralOperator):
         self.factor = factor
         super().__init__(physics, img_shape, full_basis=False)
 
+    def range_diagonal(self, g: Tensor, like: Tensor) -> Tensor:
+        """``V = V_h (x) V_w``: ``(V o V) g = (V_h o V_h) g (V_w o V_w)^T`` per channel."""
+        ph = self.physics
+        return ph.vh.square() @ g @ ph.vw.square().T
+
 
 class Blur(SpectralOperator):
     """Circular convolution with ``kernels`` (``(h, w)``, ``(1, 1, h, w)`` or ``(B, 1, h, w)``)."""
@@ -214,6 +231,12 @@ class Blur(SpectralOperator):
         self.kernels = kernels
         super().__init__(physics, img_shape, full_basis=True)
 
+    def range_diagonal(self, g: Tensor, like: Tensor) -> Tensor:
+        """Per-channel circulant: the diagonal is constant, ``(V diag(g) V^T delta)_0``."""
+        delta = torch.zeros_like(like)
+        delta[..., 0, 0] = 1.0
+        return self.V(g * self.Vt(delta))[..., :1, :1]
+
     def _select_batch(self, b: int) -> Blur:
         return Blur(self.physics.filter[b : b + 1], self.img_shape)  # all channels: kernels may differ
 
@@ -229,6 +252,10 @@ class Colorize(SpectralOperator):
         # deepinv normalises in float32; recompute so that V = w / ||w|| is orthonormal in ``dtype``
         physics.mask = torch.linalg.vector_norm(physics.srf, dim=1, keepdim=True)
         super().__init__(physics, img_shape, full_basis=False)
+
+    def range_diagonal(self, g: Tensor, like: Tensor) -> Tensor:
+        """``V = w / ||w||`` per pixel: ``(V o V) g = (w_c^2 / ||w||^2) g`` in channel ``c``."""
+        return self.V(g) * self.V(torch.ones_like(g))
 
 
 class _RowsPhysics(DecomposablePhysics):
@@ -264,6 +291,10 @@ class OrthogonalCS(SpectralOperator):
         q, r = torch.linalg.qr(g)
         q = q * torch.sign(torch.diagonal(r))  # Haar-distributed columns
         super().__init__(_RowsPhysics(q.T.contiguous().to(dtype), img_shape), img_shape, full_basis=False)
+
+    def range_diagonal(self, g: Tensor, like: Tensor) -> Tensor:
+        """``V = Q^T``: ``(V o V) g = (Q o Q)^T g``."""
+        return (g @ self.physics.q.square()).reshape(g.shape[0], *like.shape[1:])
 
 
 def from_physics(physics: dinv.physics.LinearPhysics, img_shape: tuple[int, ...]) -> LinearOperator:

@@ -1,0 +1,204 @@
+"""``exactps bench``: ``exactness`` (EPS and the baselines with oracle denoisers) and ``models``
+(trained models scored on held-out images)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from exactps.bench import format_bench, format_summary, plot_bench, run_bench
+from exactps.checkpoint import list_checkpoints
+from exactps.cli.options import csv_list
+from exactps.data import ImageFolder, builtin_crops
+from exactps.evaluation import (
+    DrawSpec,
+    comparison_rows,
+    format_scores,
+    measurement_view_psnr,
+    plot_curves,
+    score_model,
+)
+from exactps.files import atomic_write_text, existing_outputs, write_rows
+from exactps.images import save_grid
+from exactps.loading import load_model
+from exactps.runtime import cpu_name
+from exactps.samplers import SAMPLERS
+from exactps.tasks import NO_MEASUREMENT, STANDARD_TASKS, get_task
+
+__all__ = ["add", "run", "run_exactness", "run_models"]
+
+
+def add(sub: argparse._SubParsersAction) -> None:
+    bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench", required=True)
+    p = bench.add_parser(
+        "exactness",
+        help="EPS vs DPS, PiGDM, DDRM, DiffPIR, DDNM where the true posterior is known",
+        description=(
+            "Every method uses the same exact denoiser (Gaussian-mixture prior on 8x8 images; finite prior "
+            "of natural 32x32 crops). Prints per prior and operator: NFE, backward passes (VJP), time per "
+            "sample, SW2 / Monte-Carlo floor (GMM) or atom TV (finite), and the PSNR of the sample mean."
+        ),
+    )
+    p.add_argument("--tasks", type=csv_list(), default=None, help="comma list (default: all five)")
+    p.add_argument("--baselines", type=csv_list(), default=None, help="comma list (default: all)")
+    p.add_argument("--gmm-samples", type=int, default=1000)
+    p.add_argument("--no-finite", action="store_true")
+    p.add_argument("--atoms", type=int, default=200)
+    p.add_argument("--crop", type=int, default=32)
+    p.add_argument("--finite-samples", type=int, default=200)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (small problems run fastest on 1)")
+    p.add_argument("--out", type=Path, default=None, help="write OUT.csv, OUT.json and OUT.png (error vs cost)")
+    p.add_argument("--force", action="store_true", help="overwrite existing output files")
+    p.set_defaults(func=run)
+    _add_models(bench)
+
+
+def _add_models(bench: argparse._SubParsersAction) -> None:
+    p = bench.add_parser(
+        "models",
+        help="score trained models on held-out images (denoiser PSNR, held-out loss, posterior samples)",
+        description=(
+            "Scores every model on the same held-out images with the same draws (operators, noise): the PSNR "
+            "of its one-step estimate E[x0 | x_t, y] at each --rho (large rho: the MMSE restoration from y), "
+            "the held-out training loss, and with --samples K the PSNR of posterior samples and of their "
+            "mean. Images: crops of the built-in photographs' test split (never seen in training with "
+            "--data builtin), or a folder. MODEL: a run directory, a checkpoint or an exported model; "
+            "--all-checkpoints expands run directories into every checkpoint (score vs images seen)."
+        ),
+    )
+    p.add_argument("models", type=Path, nargs="+", metavar="MODEL")
+    p.add_argument("--all-checkpoints", action="store_true", help="every checkpoint of each run directory")
+    p.add_argument("--tasks", type=csv_list(), default=None, help="comma list (default: the first model's)")
+    p.add_argument("--sigma-y", type=csv_list(float), default=None, help="comma list of s_y (default 0.05)")
+    p.add_argument("--rho", type=csv_list(float), default=[0.5, 10.0], help="noise ratios (default 0.5,10)")
+    p.add_argument("--images", type=int, default=64, help="number of held-out images (default 64)")
+    p.add_argument("--data", default="builtin", help="'builtin' (test split) or an image folder")
+    p.add_argument("--samples", type=int, default=0, help="posterior samples per image (default 0: none)")
+    p.add_argument("--sampler", default="heun")
+    p.add_argument("--nfe", type=int, default=35)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default=None, help="default cuda if available, else cpu")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--out", type=Path, default=None, help="also write the scores as OUT.json")
+    p.add_argument(
+        "--grid",
+        type=Path,
+        default=None,
+        help="write a PNG: measurement view, one sample per model, ground truth (first task, 8 images)",
+    )
+    p.add_argument("--grid-scale", type=int, default=1, help="enlarge the grid's pixels (small images)")
+    p.add_argument("--plot", type=Path, default=None, help="write a PNG of PSNR vs images seen (one line per run)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing OUT.json or grid")
+    p.set_defaults(func=run)
+
+
+def _model_paths(paths: Sequence[Path], every: bool) -> list[Path]:
+    out: list[Path] = []
+    for path in paths:
+        found = list_checkpoints(path / "checkpoints") if every and path.is_dir() else []
+        if every and path.is_dir() and not found:
+            raise FileNotFoundError(f"no checkpoint (step-*.json) found in {path / 'checkpoints'}")
+        out += [json_path for _, json_path in found] or [path]
+    return out
+
+
+def _heldout_images(spec: str, n: int, size: int, channels: int, seed: int) -> torch.Tensor:
+    if spec == "builtin":
+        return builtin_crops(n, size, torch.Generator().manual_seed(seed), channels, split="test")
+    folder = ImageFolder(spec, size, channels, flip=False)
+    return torch.stack([folder[i] for i in range(min(n, len(folder)))])
+
+
+def run_models(args: argparse.Namespace) -> int:
+    """``exactps bench models``."""
+    if args.images < 1 or args.samples < 0 or args.nfe < 1 or not args.rho or min(args.rho) <= 0:
+        raise ValueError("need --images >= 1, --samples >= 0, --nfe >= 1 and positive --rho values")
+    if args.sampler not in SAMPLERS:
+        raise ValueError(f"unknown --sampler {args.sampler!r}; choose one of {sorted(SAMPLERS)}")
+    if args.out is not None and not args.force and existing_outputs(args.out, (".json",)):
+        return 2
+    for picture in (args.grid, args.plot):
+        if picture is not None and not args.force and existing_outputs(picture, (".png",)):
+            return 2
+    start = time.perf_counter()
+    paths = _model_paths(args.models, args.all_checkpoints)
+    first = load_model(paths[0], device=args.device)
+    tasks = args.tasks or list(first.tasks or (NO_MEASUREMENT,))
+    specs = [DrawSpec(t, sy, args.seed) for t in tasks for sy in (args.sigma_y or [0.05])]
+    x0 = _heldout_images(args.data, args.images, first.resolution, first.model_config.channels, args.seed)
+    x0 = x0.to(first.device)
+    trained_on = first.train_data
+    if args.data == "builtin" and trained_on not in (None, "builtin"):
+        print(f"note: {paths[0]} was trained on {trained_on}; scoring on built-in photographs", file=sys.stderr)
+    scores, models = [], []
+    for path in paths:
+        loaded = first if path == paths[0] else load_model(path, device=args.device)
+        if loaded.img_shape != first.img_shape:
+            raise ValueError(f"{path} works on {loaded.img_shape} images but {paths[0]} on {first.img_shape}")
+        models.append(loaded)
+        in_run = path.suffix == ".json" and args.all_checkpoints
+        name = f"{path.parent.parent.name}/{path.stem}" if in_run else str(path)
+        scores.append(score_model(name, loaded, x0, specs, args.rho, args.samples, args.sampler, args.nfe))
+        print(f"  scored {name}", file=sys.stderr, flush=True)
+    reference = {(s.task, s.sigma_y): measurement_view_psnr(x0, s) for s in specs}
+    print(format_scores(scores, specs, args.rho, reference))
+    if args.plot is not None:
+        plot_curves(scores, specs, args.rho, args.plot.with_suffix(".png"))
+        print(f"wrote {args.plot.with_suffix('.png')}")
+    if args.grid is not None:
+        sampled = [m for m in models if m.spec.measures or not get_task(specs[0].task).measures]
+        rows = comparison_rows(sampled, x0[:8], specs[0], args.sampler, args.nfe)
+        print(f"wrote {save_grid(rows, args.grid.with_suffix('.png'), scale=args.grid_scale)} (rows: measurement, "
+              f"{', '.join(str(m.source) for m in sampled)}, ground truth)")  # fmt: skip
+    print(f"\n({len(x0)} held-out images; {time.perf_counter() - start:.0f} s on {first.device})")
+    if args.out is not None:
+        rows = [sc.to_dict() for sc in scores]
+        out = args.out.with_suffix(".json")
+        atomic_write_text(out, json.dumps(rows, indent=1))
+        print(f"wrote {out}")
+    return 0
+
+
+def run_exactness(args: argparse.Namespace) -> int:
+    """``exactps bench exactness``."""
+    if args.out is not None and not args.force and existing_outputs(args.out, (".csv", ".json", ".png")):
+        return 2
+    atoms = None
+    if not args.no_finite:
+        atoms = builtin_crops(args.atoms, args.crop, generator=torch.Generator().manual_seed(args.seed))
+    kwargs = {} if args.baselines is None else {"baselines": args.baselines}
+    start = time.perf_counter()
+    rows = run_bench(
+        args.tasks or STANDARD_TASKS,
+        gmm_samples=args.gmm_samples,
+        finite_atoms=atoms,
+        finite_samples=args.finite_samples,
+        seed=args.seed,
+        progress=lambda r: print(f"  {r.prior} {r.task} {r.method}: {r.value:.3f}", file=sys.stderr, flush=True),
+        **kwargs,
+    )
+    print(format_bench(rows))
+    print(format_summary(rows))
+    print(f"\n({time.perf_counter() - start:.0f} s on {torch.get_num_threads()} CPU threads, {cpu_name()})")
+    if args.out is not None:
+        write_rows(args.out, [asdict(r) for r in rows])
+        plot_bench(rows, args.out.with_suffix(".png"))
+        print(f"wrote {args.out.with_suffix('.png')}")
+    return 0
+
+
+#: The ``bench`` subcommands (``args.bench``) and what runs them.
+_SUBCOMMANDS = {"exactness": run_exactness, "models": run_models}
+
+
+def run(args: argparse.Namespace) -> int:
+    """``exactps bench SUBCOMMAND``."""
+    return _SUBCOMMANDS[args.bench](args)

@@ -1,0 +1,35 @@
+"""Argument types shared by the commands."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+import torch
+
+__all__ = ["csv_list", "device", "floats"]
+
+
+def csv_list(kind: type = str) -> Callable[[str], list]:
+    """A comma-separated list of ``kind`` (empty items dropped)."""
+
+    def parse(text: str) -> list:
+        return [kind(v) for v in text.split(",") if v]
+
+    return parse
+
+
+def floats(text: str) -> tuple[float, ...]:
+    """A comma-separated tuple of floats."""
+    return tuple(float(v) for v in text.split(",") if v)
+
+
+def device(text: str) -> str:
+    """A torch device name that exists here (``cuda`` only where CUDA is available)."""
+    try:
+        dev = torch.device(text)
+    except RuntimeError as err:
+        raise argparse.ArgumentTypeError(f"invalid device {text!r}: {err}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(f"{text}: no CUDA device is available")
+    return text

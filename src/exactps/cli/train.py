@@ -1,0 +1,191 @@
+"""``exactps train``: a new run (``--out``) or a resumed one (``--resume``), on one process or under
+``torchrun --nproc_per_node N -m exactps.cli train ...`` (DDP)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any, get_args
+
+import torch.distributed as dist
+
+from exactps.checkpoint import find_checkpoint
+from exactps.cli.options import floats
+from exactps.data import open_data
+from exactps.models import OBJECTIVES, ModelConfig, get_objective
+from exactps.networks import PRESETS, Conditioning
+from exactps.tasks import training_tasks
+from exactps.train import TrainConfig, run_training
+from exactps.train.distributed import init_distributed
+
+__all__ = ["add", "add_train_arguments", "run"]
+
+
+def add(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a denoiser, an EPS denoiser or the conditional baseline (torchrun for several GPUs)",
+    )
+    add_train_arguments(p)
+    p.set_defaults(func=run)
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The options of ``exactps train`` (defaults None: filled from :class:`TrainConfig` / :class:`ModelConfig`)."""
+    d = TrainConfig()
+    p = parser
+    p.add_argument("--objective", choices=tuple(OBJECTIVES), default=None, help=f"default {d.objective}")
+    p.add_argument(
+        "--task",
+        default=None,
+        help=f"comma list of tasks ({', '.join(training_tasks())}); default {','.join(d.tasks)}",
+    )
+    p.add_argument("--task-probs", type=floats, default=None, help="comma list of task weights (default uniform)")
+    p.add_argument("--sigma-y", type=floats, default=None, help="s_y, or lo,hi drawn per sample (default 0.05)")
+    p.add_argument("--data", default=None, help="image folder, or 'builtin' (scikit-image photographs)")
+    p.add_argument("--size", type=int, default=None, help="training image size (default: the preset's)")
+    p.add_argument("--channels", type=int, default=None, choices=(1, 3), help="default 3")
+    presets = ", ".join(PRESETS)
+    p.add_argument("--preset", default=None, help=f"backbone preset: {presets} (default {ModelConfig.preset})")
+    told = "what the EPS network is told about S_t (default: the objective's)"
+    p.add_argument("--conditioning", choices=get_args(Conditioning), default=None, help=told)
+    p.add_argument("--init", type=Path, default=None, help="initialise from this (unconditional) checkpoint")
+    p.add_argument("--resume", type=Path, default=None, help="continue the run in this directory")
+    p.add_argument("--out", type=Path, default=None, help="new run directory (must not exist or be empty)")
+    p.add_argument("--steps", type=int, default=None, help=f"total optimizer steps (default {d.steps})")
+    p.add_argument("--batch", type=int, default=None, help=f"global batch size (default {d.batch_size})")
+    p.add_argument("--micro-batch", type=int, default=None, help="images per forward pass (default batch/world)")
+    p.add_argument("--lr", type=float, default=None, help=f"default {d.lr}")
+    p.add_argument("--betas", type=floats, default=None, help="AdamW betas b1,b2 (default 0.9,0.999)")
+    p.add_argument("--weight-decay", type=float, default=None)
+    p.add_argument("--warmup", type=int, default=None, help=f"linear LR warm-up steps (default {d.warmup_steps})")
+    p.add_argument("--ema", type=float, default=None, help=f"EMA decay per step (default {d.ema_decay})")
+    p.add_argument("--grad-clip", type=float, default=None, help="max gradient norm, 0 = off (default 1)")
+    p.add_argument("--no-bf16", action="store_true", help="no bf16 autocast on CUDA")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--log-every", type=int, default=None)
+    p.add_argument("--ckpt-every", type=int, default=None)
+    p.add_argument("--grid-every", type=int, default=None)
+    p.add_argument("--keep", type=int, default=None, help="checkpoints kept (0 = all; default 3)")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--workers", type=int, default=None, help="data loader processes (default: 0 on CPU, 4 on CUDA)")
+    p.add_argument("--device", default=None, help="default cuda:LOCAL_RANK if available, else cpu")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default: torch's); use 1 when several processes share a CPU",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+#: CLI option -> TrainConfig field; the options that may change when resuming are in _RESUMABLE.
+_TRAIN_OPTIONS = {
+    "objective": "objective",
+    "task": "tasks",
+    "task_probs": "task_probs",
+    "sigma_y": "sigma_y",
+    "steps": "steps",
+    "batch": "batch_size",
+    "micro_batch": "micro_batch",
+    "lr": "lr",
+    "betas": "betas",
+    "weight_decay": "weight_decay",
+    "warmup": "warmup_steps",
+    "ema": "ema_decay",
+    "grad_clip": "grad_clip",
+    "log_every": "log_every",
+    "ckpt_every": "ckpt_every",
+    "grid_every": "grid_every",
+    "keep": "keep_checkpoints",
+    "seed": "seed",
+    "workers": "num_workers",
+}
+_RESUMABLE = {"steps", "log_every", "ckpt_every", "grid_every", "keep", "workers"}
+_MODEL_OPTIONS = ("preset", "conditioning", "channels", "size", "init", "data")
+
+
+def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for opt, name in _TRAIN_OPTIONS.items():
+        v = getattr(args, opt, None)
+        if v is None:
+            continue
+        if opt == "task":
+            v = tuple(t for t in v.split(",") if t)
+        elif opt == "sigma_y":
+            v = v[0] if len(v) == 1 else tuple(v)
+        elif opt == "grad_clip":
+            v = None if v <= 0 else v
+        out[name] = v
+    if getattr(args, "no_bf16", False):
+        out["bf16"] = False
+    if getattr(args, "compile", False):
+        out["compile"] = True
+    return out
+
+
+def _configs_from_args(args: argparse.Namespace) -> tuple[TrainConfig, ModelConfig, dict[str, Any]]:
+    if args.out is None:
+        raise ValueError("--out DIR is required for a new run (or --resume DIR to continue one)")
+    if args.data is None:
+        raise ValueError("--data DIR|builtin is required for a new run")
+    cfg = TrainConfig(**_train_overrides(args)).validate()
+    preset = args.preset or ModelConfig.preset
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    conditioning = args.conditioning or get_objective(cfg.objective).conditioning or ModelConfig.conditioning
+    size = args.size or PRESETS[preset].img_resolution
+    channels = args.channels or 3
+    mcfg = ModelConfig(preset, channels, conditioning, cfg.sigma_data, size)
+    data = "builtin" if args.data == "builtin" else str(Path(args.data).resolve())  # resumable from anywhere
+    return cfg, mcfg, {"data": data, "size": size, "channels": channels}
+
+
+def _configs_from_run(args: argparse.Namespace) -> tuple[TrainConfig, ModelConfig, dict[str, Any]]:
+    given = _train_overrides(args)
+    fixed = {opt for opt, name in _TRAIN_OPTIONS.items() if name in given and opt not in _RESUMABLE}
+    fixed |= {opt for opt in _MODEL_OPTIONS if getattr(args, opt, None) is not None}
+    fixed |= {"no_bf16"} if args.no_bf16 else set()
+    if fixed:
+        raise ValueError(
+            f"--{', --'.join(sorted(o.replace('_', '-') for o in fixed))} cannot change when resuming "
+            f"{args.resume} (the run's stored configuration is used; only --steps and the intervals can change)"
+        )
+    record = json.loads(find_checkpoint(Path(args.resume) / "checkpoints").read_text())
+    stored = dict(record["train_config"])
+    stored.update({k: v for k, v in given.items()})
+    return TrainConfig.from_dict(stored).validate(), ModelConfig.from_dict(record["model_config"]), record["run"]
+
+
+def run(args: argparse.Namespace) -> int:
+    """``exactps train``: a new run (``--out``) or a resumed one (``--resume``), on one process or
+    under ``torchrun --nproc_per_node N -m exactps.cli train ...`` (DDP)."""
+    started = init_distributed()
+    try:
+        if args.resume is not None:
+            if args.out is not None and Path(args.out) != Path(args.resume):
+                raise ValueError(f"--out {args.out} and --resume {args.resume} name different runs")
+            cfg, mcfg, run_info = _configs_from_run(args)
+            out = Path(args.resume)
+        else:
+            cfg, mcfg, run_info = _configs_from_args(args)
+            out = Path(args.out)
+        data = open_data(run_info["data"], int(run_info["size"]), int(run_info["channels"]))
+        run_training(
+            cfg,
+            mcfg,
+            data,
+            out,
+            resume=args.resume is not None,
+            init=None if args.resume is not None else args.init,
+            device=args.device,
+            run_info=run_info,
+            show_progress=not args.no_progress,
+        )
+    finally:
+        if started:
+            dist.destroy_process_group()
+    return 0

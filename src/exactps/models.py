@@ -1,0 +1,190 @@
+"""THE objective registry, the network configuration, and building / initialising networks.
+
+An *objective* says what a network is trained to be and how it is fed (:data:`OBJECTIVES`); nothing
+else in exactps compares objective names:
+
+* ``denoiser``: ``A = 0`` (``m = x_t/a``, ``S_t = rho^2 I``), the unconditional EDM denoiser, e.g. to
+  pretrain; it samples the prior only;
+* ``eps``: the EPS denoiser ``D(m; S_t)`` at the pivot (:func:`exactps.objectives.eps_loss`), from
+  scratch or fine-tuned from an unconditional model (:func:`load_pretrained`);
+* ``conditional``: the training-based baseline (:mod:`exactps.conditional`), same backbone, loss and
+  draws, the measurement fed as ``A^T y`` by channel concatenation.
+
+Every objective minimises :func:`exactps.objectives.regression_loss` with its own network inputs, and
+samples through its own x0-predictor (:class:`~exactps.posterior.PosteriorPredictor` or
+:class:`~exactps.conditional.ConditionalPredictor`).
+
+A trained network is read back with :func:`exactps.loading.load_model`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from exactps.checkpoint import load_state_dict_file
+from exactps.conditional import ConditionalDenoiser, ConditionalPredictor, ConditionalUNet, conditional_network_inputs
+from exactps.interpolants import Interpolant, X0Predictor
+from exactps.networks import PRESETS, EPSDenoiser
+from exactps.objectives import NetworkInputs, pivot_or_isotropic, regression_loss
+from exactps.operators.base import LinearOperator
+from exactps.posterior import PosteriorPredictor
+
+__all__ = [
+    "OBJECTIVES",
+    "ModelConfig",
+    "Objective",
+    "PretrainedReport",
+    "build_model",
+    "get_objective",
+    "load_pretrained",
+]
+
+
+@dataclass
+class ModelConfig:
+    """The network: a backbone preset of :mod:`exactps.networks` and its conditioning.
+
+    ``conditioning`` is the EPS denoiser's (``none``/``scalar``/``map``; ignored by the conditional
+    baseline, which always sees ``s_y``); ``resolution`` is the training image size (default: the
+    preset's).
+    """
+
+    preset: str = "small-64"
+    channels: int = 3
+    conditioning: str = "map"
+    sigma_data: float = 0.5
+    resolution: int | None = None
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ModelConfig:
+        return cls(**{k: v for k, v in d.items() if k in {f.name for f in fields(cls)}})
+
+    @property
+    def image_size(self) -> int:
+        """The training image size: ``resolution``, else the preset's."""
+        return int(self.resolution or PRESETS[self.preset].img_resolution)
+
+    @property
+    def img_shape(self) -> tuple[int, int, int]:
+        return (int(self.channels), self.image_size, self.image_size)
+
+
+# -- the registry ----------------------------------------------------------------------------------------
+
+
+#: ``predictor(model, interp, operator, y, s_y)``: the ``(x_t, t) -> x0`` predictor of a trained network.
+PredictorFactory = Callable[[Callable[..., Tensor], Interpolant, "LinearOperator | None", "Tensor | None", Any],
+                            X0Predictor]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Objective:
+    """One entry of :data:`OBJECTIVES`: the network (``build``), what it is fed for one draw
+    (``inputs``, see :data:`~exactps.objectives.NetworkInputs`), how it samples (``predictor``), whether
+    it is trained with measurements (``measures``; False: ``A = 0`` only) and its default EPS
+    conditioning (``conditioning``; None where the network has no such choice)."""
+
+    build: Callable[[ModelConfig], nn.Module]
+    inputs: NetworkInputs
+    predictor: PredictorFactory
+    measures: bool
+    conditioning: str | None
+
+    def loss(
+        self,
+        model: Callable[..., Tensor],
+        x0: Tensor,
+        operator: LinearOperator | None,
+        sigma_y: float | Tensor,
+        generator: torch.Generator | None = None,
+        **kw: float,
+    ) -> Tensor:
+        """The training loss of one batch (:func:`exactps.objectives.regression_loss` with ``inputs``)."""
+        return regression_loss(model, self.inputs, x0, operator, sigma_y, generator, **kw)
+
+
+def _eps_network(config: ModelConfig) -> nn.Module:
+    return EPSDenoiser(config.preset, config.channels, config.conditioning, config.sigma_data)
+
+
+def _conditional_network(config: ModelConfig) -> nn.Module:
+    backbone = ConditionalUNet(config.preset, config.channels, config.sigma_data)
+    return ConditionalDenoiser(backbone, config.channels, config.sigma_data)
+
+
+OBJECTIVES: dict[str, Objective] = {
+    "denoiser": Objective(_eps_network, pivot_or_isotropic, PosteriorPredictor, measures=False, conditioning="none"),
+    "eps": Objective(_eps_network, pivot_or_isotropic, PosteriorPredictor, measures=True, conditioning="map"),
+    "conditional": Objective(_conditional_network, conditional_network_inputs, ConditionalPredictor, True, None),
+}
+
+
+def get_objective(name: str) -> Objective:
+    """The :class:`Objective` called ``name``; ``ValueError`` listing the choices otherwise."""
+    try:
+        return OBJECTIVES[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"objective must be one of {tuple(OBJECTIVES)}, got {name!r}") from None
+
+
+def build_model(objective: str, config: ModelConfig) -> nn.Module:
+    """The network of ``objective`` (random weights): :class:`~exactps.networks.EPSDenoiser` for
+    ``denoiser``/``eps``, :class:`ConditionalDenoiser` over :class:`ConditionalUNet` (same preset) for
+    ``conditional``."""
+    return get_objective(objective).build(config)
+
+
+# -- fine-tuning from a pretrained checkpoint ---------------------------------------------------------
+
+
+@dataclass
+class PretrainedReport:
+    """What :func:`load_pretrained` did: ``loaded`` tensors, allowed ``missing`` (zero-initialised
+    conditioning) keys and ``unexpected`` keys (always empty: they raise)."""
+
+    path: str
+    loaded: int
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        miss = f"; kept at their zero initialisation: {', '.join(self.missing)}" if self.missing else ""
+        return f"loaded {self.loaded} pretrained tensors from {self.path}{miss}"
+
+
+def load_pretrained(model: nn.Module, path: str | Path, prefer_ema: bool = True) -> PretrainedReport:
+    """Initialise ``model`` from a checkpoint (EMA weights by default) or a state-dict file.
+
+    Every pretrained tensor must load; the only keys allowed to be missing are the model's
+    zero-initialised conditioning weights (``model.conditioning_keys()``). Any other missing or
+    unexpected key, or a shape mismatch, raises ``ValueError`` naming the file.
+    """
+    state = load_state_dict_file(path, prefer_ema)
+    try:
+        if hasattr(model, "load_backbone"):
+            missing = _own_keys(model, model.load_backbone(state))
+            return PretrainedReport(str(path), len(state), missing)
+        result = model.load_state_dict(state, strict=False)
+    except (KeyError, RuntimeError) as err:
+        raise ValueError(f"{path} does not fit the model: {err}") from err
+    allowed = set(getattr(model, "conditioning_keys", list)())
+    bad = [k for k in result.missing_keys if k not in allowed]
+    if bad or result.unexpected_keys:
+        raise ValueError(f"{path} does not fit the model: missing {bad}, unexpected {result.unexpected_keys}")
+    return PretrainedReport(str(path), len(state), list(result.missing_keys))
+
+
+def _own_keys(model: nn.Module, keys: Iterable[str]) -> list[str]:
+    """``keys`` (possibly relative to a submodule, e.g. the backbone) as keys of ``model.state_dict()``."""
+    own = list(model.state_dict())
+    out = []
+    for k in keys:
+        matches = [o for o in own if o == k or o.endswith(f".{k}")]
+        out.append(matches[0] if len(matches) == 1 else k)
+    return out
