@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -9,3 +11,20 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def runs(tmp_path_factory) -> dict[str, Path]:
+    """``tiny`` U-Net runs at 16x16 for each objective (:func:`helpers.train_tiny`); tests only read them."""
+    from helpers import train_tiny
+
+    root = tmp_path_factory.mktemp("runs")
+    return {objective: train_tiny(root / objective, objective) for objective in ("eps", "conditional", "denoiser")}
+
+
+@pytest.fixture(scope="session")
+def eps(runs):
+    """The EPS run of ``runs``, loaded on the CPU."""
+    from exactps.loading import load_model
+
+    return load_model(runs["eps"], device="cpu")

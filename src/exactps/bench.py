@@ -212,7 +212,7 @@ def format_bench(rows: list[BenchRow]) -> str:
 
 def plot_bench(rows: list[BenchRow], path: str | Path) -> None:
     """Error vs cost (network evaluations + backward passes): one row of panels per prior, one panel per task."""
-    import matplotlib
+    import matplotlib  # lazy: 0.4 s to import, and the backend must be chosen before pyplot
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -9,25 +9,22 @@ pixel values ``u`` in ``[0, 1]``), the convention of the denoisers (data std ``s
 - :func:`builtin_crops` / :class:`BuiltinCrops`: random crops of the photographs that ship inside
   scikit-image (no download), for tests and small training demos; :class:`BuiltinSource` draws them
   endlessly.
-- :func:`derive_seed`: seeds as pure functions of integers, which makes every draw of a training
-  run reproducible (:mod:`exactps.train.batches` builds the per-step batches on it).
-- :class:`TrainSeed`, :class:`SampleSeed`: the purposes of every derived seed, in one place.
+- :func:`open_data`: ``builtin`` or a folder, as training reads it. Per-step batches are built on
+  these by :mod:`exactps.train.batches`, with the seeds of :mod:`exactps.seeds`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import random
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from enum import IntEnum
 from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import skimage.data
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -41,34 +38,11 @@ __all__ = [
     "BuiltinCrops",
     "BuiltinSource",
     "ImageFolder",
-    "SampleSeed",
-    "TrainSeed",
     "builtin_crops",
-    "derive_seed",
     "load_image",
     "open_data",
-    "seeded_global_rng",
 ]
 
-
-
-class TrainSeed(IntEnum):
-    """Purposes of the seeds of a training run, ``derive_seed(seed, purpose, ...)``: one stream each."""
-
-    TASK = 1  # the task of a step: (seed, TASK, step)
-    SHARD = 2  # a shard's operator, s_y, rho, noises and dropout: (seed, SHARD, step, shard)
-    DATA = 3  # a shard's images from a sampler: (seed, DATA, step, shard)
-    PERM = 4  # the order of a dataset in an epoch: (seed, PERM, epoch)
-    ITEM = 5  # the random flip/crop of an item: (seed, ITEM, epoch, index)
-    PREVIEW = 6  # the preview grids' draws: (seed, PREVIEW)
-
-
-class SampleSeed(IntEnum):
-    """Purposes of the seeds of ``exactps sample``, ``derive_seed(seed, purpose)``."""
-
-    OPERATOR = 1  # simulated masks and kernels
-    NOISE = 2  # simulated measurement noise
-    SAMPLER = 3  # the sampler's initial noise and stochastic steps
 
 #: File suffixes (lower case) that :class:`ImageFolder` considers images.
 IMAGE_EXTENSIONS: tuple[str, ...] = (
@@ -244,8 +218,6 @@ class ImageFolder(Dataset):
 @lru_cache(maxsize=2)
 def _builtin_images(channels: int) -> tuple[Tensor, ...]:
     """scikit-image's bundled photographs as uint8 tensors ``(C, H, W)`` (loaded once)."""
-    import skimage.data
-
     images = []
     for name in BUILTIN_IMAGES:
         try:
@@ -351,38 +323,6 @@ class BuiltinCrops(Dataset):
             raise IndexError(f"index {index} out of range for {self.length} crops")
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + int(index))
         return builtin_crops(1, self.size, generator=g, channels=self.channels)[0]
-
-
-# -- seeds ----------------------------------------------------------------------------------------------
-
-
-def derive_seed(*parts: int) -> int:
-    """A 63-bit seed that is a pure function of the non-negative integers ``parts`` (NumPy SeedSequence)."""
-    if any(int(p) < 0 for p in parts):
-        raise ValueError(f"seed parts must be non-negative, got {parts}")
-    state = np.random.SeedSequence([int(p) for p in parts]).generate_state(1, dtype=np.uint64)
-    return int(state[0]) & (2**63 - 1)
-
-
-@contextlib.contextmanager
-def seeded_global_rng(seed: int, device: torch.device | None = None) -> Iterator[None]:
-    """Seed torch's (CPU and ``device``), Python's and NumPy's global generators inside the block,
-    restoring their states afterwards (dropout and datasets that use global randomness)."""
-    cuda = [device] if device is not None and device.type == "cuda" else []
-    py_state = random.getstate()
-    np_state = np.random.get_state()  # noqa: NPY002 (the legacy global generator, saved and restored)
-    with torch.random.fork_rng(devices=cuda):
-        torch.random.default_generator.manual_seed(seed)
-        for d in cuda:
-            with torch.cuda.device(d):
-                torch.cuda.manual_seed(seed)
-        random.seed(seed)
-        np.random.seed(seed % 2**32)  # noqa: NPY002
-        try:
-            yield
-        finally:
-            random.setstate(py_state)
-            np.random.set_state(np_state)  # noqa: NPY002
 
 
 @dataclass

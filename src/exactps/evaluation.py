@@ -28,6 +28,7 @@ from exactps.metrics import psnr
 from exactps.models import get_objective
 from exactps.operators.base import LinearOperator
 from exactps.posterior import measurement_image
+from exactps.seeds import EvalSeed
 from exactps.tasks import get_task, make_task_operator
 
 __all__ = [
@@ -60,7 +61,7 @@ class DrawSpec:
 
 def task_operator(spec: DrawSpec, x0: Tensor) -> LinearOperator | None:
     """The operator of ``spec.task`` for the images ``x0`` (masks/kernels seeded by ``spec.seed``)."""
-    g = torch.Generator().manual_seed(spec.seed)
+    g = torch.Generator().manual_seed(spec.seed + EvalSeed.OPERATOR)
     op = make_task_operator(spec.task, tuple(x0.shape[1:]), g, x0.dtype, batch=x0.shape[0])
     return op.to(x0.device) if op is not None else None
 
@@ -81,7 +82,7 @@ def fixed_draw(x0: Tensor, spec: DrawSpec, rho: float) -> FixedDraw:
     if not rho > 0:
         raise ValueError(f"rho must be positive, got {rho}")
     op = task_operator(spec, x0)
-    g = torch.Generator(device=x0.device).manual_seed(spec.seed + 1)
+    g = torch.Generator(device=x0.device).manual_seed(spec.seed + EvalSeed.NOISE)
     r, sy = as_batch(rho, x0), as_batch(spec.sigma_y, x0)
     x_scaled = x0 + per_batch(r, x0.ndim) * torch.randn(x0.shape, generator=g, device=x0.device, dtype=x0.dtype)
     y = None if op is None else op.measure(x0, sy, g)
@@ -121,8 +122,9 @@ def heldout_loss(
     total = 0.0
     with torch.no_grad():
         for i in range(draws):
-            op = task_operator(DrawSpec(spec.task, spec.sigma_y, spec.seed + 1000 * i), x0)
-            g = torch.Generator(device=x0.device).manual_seed(spec.seed + 1000 * i + 1)
+            seed = spec.seed + EvalSeed.LOSS_STRIDE * i
+            op = task_operator(DrawSpec(spec.task, spec.sigma_y, seed), x0)
+            g = torch.Generator(device=x0.device).manual_seed(seed + EvalSeed.NOISE)
             total += float(loss_fn(model, x0, op, spec.sigma_y, g, sigma_data=sigma_data))
     return total / draws
 
@@ -153,7 +155,7 @@ def model_samples(loaded: LoadedModel, x0: Tensor, spec: DrawSpec, num_samples: 
     """``(num_samples, B, C, H, W)`` posterior samples for the measurements of ``spec`` of ``x0``, clamped to
     ``[-1, 1]`` as the images a user sees (and as ``exactps sample`` scores them)."""
     d = fixed_draw(x0, spec, 1.0)
-    g = torch.Generator(device=x0.device).manual_seed(spec.seed + 2)
+    g = torch.Generator(device=x0.device).manual_seed(spec.seed + EvalSeed.SAMPLER)
     xs = posterior_samples(loaded, d.operator, d.y, spec.sigma_y, num_samples, sampler, nfe, generator=g)
     return xs.to(x0.dtype).clamp(-1, 1)
 
@@ -249,7 +251,7 @@ def format_scores(
 
 def plot_curves(scores: Sequence[ModelScores], specs: Sequence[DrawSpec], rhos: Sequence[float], path) -> None:
     """Denoiser PSNR vs images seen, one panel per (spec, rho), one line per run (the name before ``/``)."""
-    import matplotlib
+    import matplotlib  # lazy: 0.4 s to import, and the backend must be chosen before pyplot
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from exactps.batch import per_batch
+
 #: ``(x_t, t) -> x0_hat``: an estimate of ``E[x0 | x_t]`` (or ``E[x0 | x_t, y]``), what every sampler
 #: of :mod:`exactps.samplers` and :mod:`exactps.baselines` consumes.
 X0Predictor = Callable[[Tensor, Tensor], Tensor]
@@ -59,7 +61,7 @@ def broadcast_time(v: Tensor, x: Tensor) -> Tensor:
         return v
     if v.ndim != 1 or v.shape[0] not in (1, x.shape[0]):
         raise ValueError(f"t must be a scalar or have shape (batch,) = ({x.shape[0]},), got {tuple(v.shape)}")
-    return v.reshape(-1, *([1] * (x.ndim - 1)))
+    return per_batch(v, x.ndim)
 
 
 @dataclass(frozen=True)

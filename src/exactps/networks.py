@@ -60,9 +60,11 @@ from exactps.batch import as_batch
 from exactps.covariance import IsotropicNoise, PivotNoise
 
 __all__ = [
+    "CONDITIONINGS",
     "PRESETS",
     "BackbonePreset",
     "Conditioning",
+    "ConditioningInputs",
     "EPSDenoiser",
     "build_backbone",
     "compile_backbone",
@@ -70,6 +72,22 @@ __all__ = [
 ]
 
 Conditioning = Literal["none", "scalar", "map"]
+
+
+@dataclass(frozen=True)
+class ConditioningInputs:
+    """What a conditioning gives the network beyond ``c_noise``: an ``s_y`` embedding, the variance map."""
+
+    sigma_y_embedding: bool
+    variance_map: bool
+
+
+#: THE conditioning table (see the module docstring).
+CONDITIONINGS: dict[str, ConditioningInputs] = {
+    "none": ConditioningInputs(sigma_y_embedding=False, variance_map=False),
+    "scalar": ConditioningInputs(sigma_y_embedding=True, variance_map=False),
+    "map": ConditioningInputs(sigma_y_embedding=True, variance_map=True),
+}
 
 #: ``rho`` and ``s_y`` are clamped to these ranges before taking logs (embeddings only).
 RHO_RANGE = (1e-5, 1e5)
@@ -199,18 +217,19 @@ class EPSDenoiser(nn.Module):
         **overrides,
     ):
         super().__init__()
-        if conditioning not in ("none", "scalar", "map"):
-            raise ValueError(f"conditioning must be 'none', 'scalar' or 'map', got {conditioning!r}")
+        if conditioning not in CONDITIONINGS:
+            raise ValueError(f"conditioning must be one of {tuple(CONDITIONINGS)}, got {conditioning!r}")
+        self.inputs = CONDITIONINGS[conditioning]
         self.preset = _preset(preset)
         if overrides:
             self.preset = replace(self.preset, **overrides)
         self.channels, self.conditioning, self.sigma_data = channels, conditioning, float(sigma_data)
-        self.embed_dim = 0 if conditioning == "none" else self.preset.model_channels
+        self.embed_dim = self.preset.model_channels if self.inputs.sigma_y_embedding else 0
         self.net = build_backbone(self.preset, channels, channels, self.embed_dim, sigma_data)
         if self.embed_dim:
             nn.init.zeros_(self.net.map_label.weight)
             nn.init.zeros_(self.net.map_label.bias)
-        if conditioning == "map":
+        if self.inputs.variance_map:
             first = next(iter(self.net.enc))
             self.net.enc[first] = _InputConv(self.net.enc[first], channels)
 
@@ -245,7 +264,7 @@ class EPSDenoiser(nn.Module):
     def backbone_input(self, m: Tensor, noise: PivotNoise) -> Tensor:
         """``c_in(S_t) m``, with the ``"map"`` channels ``diag(S_t (sd^2 + S_t)^{-1})`` appended."""
         x = noise.apply(self.c_in, m)
-        if self.conditioning == "map":
+        if self.inputs.variance_map:
             x = torch.cat([x, noise.diagonal(self.noise_fraction, m).to(x.dtype)], dim=1)
         return x
 

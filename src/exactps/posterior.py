@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from exactps.batch import as_batch
+from exactps.batch import as_batch, per_batch
 from exactps.covariance import IsotropicNoise, PivotNoise
 from exactps.interpolants import Interpolant, as_time, eps_from_x0, score_from_x0
 from exactps.operators.base import LinearOperator
@@ -83,7 +83,7 @@ def pivot(
         raise ValueError(f"t must be a scalar or have shape ({x_t.shape[0]},), got {tuple(tt.shape)}")
     a, s = interp.alpha(tt), interp.sigma(tt)
     rho = s / a
-    x_scaled = x_t / a.reshape(-1, *([1] * (x_t.ndim - 1)))
+    x_scaled = x_t / per_batch(a, x_t.ndim)
     if operator is None:
         if y is not None:
             raise ValueError("y was given without an operator")

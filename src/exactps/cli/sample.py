@@ -14,7 +14,6 @@ from pathlib import Path
 import torch
 
 from exactps.cli.options import device
-from exactps.data import SampleSeed, derive_seed
 from exactps.files import atomic_write_text
 from exactps.images import measurement_from_image, read_image, read_kernel, read_mask, save_grid, save_image
 from exactps.inference import check_operator_for, posterior_samples
@@ -24,6 +23,7 @@ from exactps.metrics import psnr
 from exactps.operators import Inpaint, LinearOperator
 from exactps.posterior import measurement_image
 from exactps.samplers import SAMPLERS
+from exactps.seeds import SampleSeed, derive_seed
 from exactps.tasks import TASKS, build_operator, check_task_inputs, get_task
 
 __all__ = ["add", "run"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any
 
 import torch.distributed as dist
 
@@ -14,7 +14,7 @@ from exactps.checkpoint import find_checkpoint
 from exactps.cli.options import floats
 from exactps.data import open_data
 from exactps.models import OBJECTIVES, ModelConfig, get_objective
-from exactps.networks import PRESETS, Conditioning
+from exactps.networks import CONDITIONINGS, PRESETS
 from exactps.tasks import training_tasks
 from exactps.train import TrainConfig, run_training
 from exactps.train.distributed import init_distributed
@@ -49,7 +49,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     presets = ", ".join(PRESETS)
     p.add_argument("--preset", default=None, help=f"backbone preset: {presets} (default {ModelConfig.preset})")
     told = "what the EPS network is told about S_t (default: the objective's)"
-    p.add_argument("--conditioning", choices=get_args(Conditioning), default=None, help=told)
+    p.add_argument("--conditioning", choices=tuple(CONDITIONINGS), default=None, help=told)
     p.add_argument("--init", type=Path, default=None, help="initialise from this (unconditional) checkpoint")
     p.add_argument("--resume", type=Path, default=None, help="continue the run in this directory")
     p.add_argument("--out", type=Path, default=None, help="new run directory (must not exist or be empty)")

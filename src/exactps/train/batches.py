@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from exactps.data import TrainSeed, derive_seed, seeded_global_rng
+from exactps.seeds import TrainSeed, derive_seed, seeded_global_rng
 
 __all__ = ["ShardLayout", "StepBatches", "StepKeys", "first_shard", "is_indexable", "is_sampler", "micro_batches"]
 

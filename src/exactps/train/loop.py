@@ -44,12 +44,12 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from exactps.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state
-from exactps.data import TrainSeed, derive_seed, seeded_global_rng
 from exactps.models import get_objective
 from exactps.networks import compile_backbone
 from exactps.objectives import sample_sigma_y
 from exactps.operators.base import LinearOperator
 from exactps.runtime import default_device
+from exactps.seeds import TrainSeed, derive_seed, seeded_global_rng
 from exactps.tasks import NO_MEASUREMENT, TASKS, Task
 from exactps.train.batches import ShardLayout, first_shard, micro_batches
 from exactps.train.config import TrainConfig, preview_sigma_y

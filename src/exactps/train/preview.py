@@ -14,11 +14,11 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from exactps.data import TrainSeed, derive_seed
 from exactps.interpolants import get_interpolant
 from exactps.models import Objective
 from exactps.posterior import measurement_image
 from exactps.samplers import sample
+from exactps.seeds import TrainSeed, derive_seed
 from exactps.tasks import Task
 
 __all__ = ["preview_rows"]

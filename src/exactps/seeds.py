@@ -1,0 +1,78 @@
+"""Seeds: every random draw of exactps comes from a generator seeded by a pure function of integers,
+and every purpose of such a seed is named here, in one place.
+
+``derive_seed(seed, purpose, ...)`` mixes a user's seed with a purpose and indices (step, shard,
+epoch, ...) through NumPy's ``SeedSequence``, so that streams never overlap and a resumed or
+re-run computation draws exactly the same numbers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from collections.abc import Iterator
+from enum import IntEnum
+
+import numpy as np
+import torch
+
+__all__ = ["EvalSeed", "SampleSeed", "TrainSeed", "derive_seed", "seeded_global_rng"]
+
+
+class TrainSeed(IntEnum):
+    """Purposes of the seeds of a training run, ``derive_seed(seed, purpose, ...)``: one stream each."""
+
+    TASK = 1  # the task of a step: (seed, TASK, step)
+    SHARD = 2  # a shard's operator, s_y, rho, noises and dropout: (seed, SHARD, step, shard)
+    DATA = 3  # a shard's images from a sampler: (seed, DATA, step, shard)
+    PERM = 4  # the order of a dataset in an epoch: (seed, PERM, epoch)
+    ITEM = 5  # the random flip/crop of an item: (seed, ITEM, epoch, index)
+    PREVIEW = 6  # the preview grids' draws: (seed, PREVIEW)
+
+
+class EvalSeed(IntEnum):
+    """Offsets from a :class:`exactps.evaluation.DrawSpec` seed ``s`` for each draw of an evaluation:
+    the operator from ``s``, ``e`` and ``n`` from ``s + NOISE``, the sampler from ``s + SAMPLER``; the
+    held-out loss's ``i``-th draw uses ``s + i * LOSS_STRIDE`` in place of ``s``."""
+
+    OPERATOR = 0
+    NOISE = 1
+    SAMPLER = 2
+    LOSS_STRIDE = 1000
+
+
+class SampleSeed(IntEnum):
+    """Purposes of the seeds of ``exactps sample``, ``derive_seed(seed, purpose)``."""
+
+    OPERATOR = 1  # simulated masks and kernels
+    NOISE = 2  # simulated measurement noise
+    SAMPLER = 3  # the sampler's initial noise and stochastic steps
+
+
+def derive_seed(*parts: int) -> int:
+    """A 63-bit seed that is a pure function of the non-negative integers ``parts`` (NumPy SeedSequence)."""
+    if any(int(p) < 0 for p in parts):
+        raise ValueError(f"seed parts must be non-negative, got {parts}")
+    state = np.random.SeedSequence([int(p) for p in parts]).generate_state(1, dtype=np.uint64)
+    return int(state[0]) & (2**63 - 1)
+
+
+@contextlib.contextmanager
+def seeded_global_rng(seed: int, device: torch.device | None = None) -> Iterator[None]:
+    """Seed torch's (CPU and ``device``), Python's and NumPy's global generators inside the block,
+    restoring their states afterwards (dropout and datasets that use global randomness)."""
+    cuda = [device] if device is not None and device.type == "cuda" else []
+    py_state = random.getstate()
+    np_state = np.random.get_state()  # noqa: NPY002 (the legacy global generator, saved and restored)
+    with torch.random.fork_rng(devices=cuda):
+        torch.random.default_generator.manual_seed(seed)
+        for d in cuda:
+            with torch.cuda.device(d):
+                torch.cuda.manual_seed(seed)
+        random.seed(seed)
+        np.random.seed(seed % 2**32)  # noqa: NPY002
+        try:
+            yield
+        finally:
+            random.setstate(py_state)
+            np.random.set_state(np_state)  # noqa: NPY002

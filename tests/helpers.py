@@ -1,0 +1,164 @@
+"""Helpers shared by several test files (``from helpers import ...``: pytest puts ``tests/`` on ``sys.path``).
+
+* the MLP models on 8-pixel images ``(1, 2, 4)`` drawn from a Gaussian mixture, with a task registry of
+  random inpainting masks, and trainers built from them (they run in seconds on a CPU);
+* the ``tiny`` U-Net runs at 16x16 (:func:`train_tiny`, behind the ``runs`` fixture of ``conftest.py``)
+  and the images and picture files the sampling tests feed them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from exactps.covariance import SpectralNoise
+from exactps.models import ModelConfig
+from exactps.operators import Inpaint, random_masks
+from exactps.priors import GaussianMixture
+from exactps.tasks import TASKS, Task
+from exactps.train import TrainConfig, Trainer, run_training
+
+SHAPE = (1, 2, 4)
+D = 8
+SD = 0.5
+IMAGE_SHAPE = (3, 16, 16)  # the tiny U-Net runs
+TESTS_DIR = Path(__file__).resolve().parent
+
+
+# -- small models ---------------------------------------------------------------------------------------
+
+
+def _levels(v: torch.Tensor, lo: float, hi: float, batch: int) -> torch.Tensor:
+    return torch.broadcast_to(v.reshape(-1), (batch,)).clamp(lo, hi).log().unsqueeze(1) / 4
+
+
+def _mlp(n_in: int, n_out: int, width: int, depth: int, dropout: float = 0.0) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    d = n_in
+    for _ in range(depth):
+        layers += [nn.Linear(d, width), nn.SiLU()]
+        if dropout:
+            layers.append(nn.Dropout(dropout))
+        d = width
+    layers.append(nn.Linear(d, n_out))
+    return nn.Sequential(*layers)
+
+
+class MLPEPS(nn.Module):
+    """EPS denoiser for 8-pixel images: ``F(c_in(S) m, mask, log rho, log s_y)`` with the matrix EDM
+    preconditioning ``D = c_skip(S) m + c_out(S) F`` (``S`` diagonal for inpainting)."""
+
+    def __init__(self, width: int = 64, depth: int = 2, dropout: float = 0.0):
+        super().__init__()
+        self.net = _mlp(2 * D + 2, D, width, depth, dropout)
+
+    def forward(self, m: torch.Tensor, noise) -> torch.Tensor:
+        batch = m.shape[0]
+        if isinstance(noise, SpectralNoise):
+            mask = noise.operator.physics.mask.expand(m.shape).flatten(1).to(m.dtype)
+        else:
+            mask = torch.zeros(batch, D, dtype=m.dtype, device=m.device)
+        x = noise.apply(lambda l: torch.rsqrt(SD**2 + l), m).flatten(1)
+        feats = [x, mask, _levels(noise.rho, 1e-5, 1e5, batch), _levels(noise.sigma_y, 1e-3, 1e3, batch)]
+        out = self.net(torch.cat(feats, 1)).reshape(m.shape)
+        skip = noise.apply(lambda l: SD**2 / (SD**2 + l), m)
+        return skip + noise.apply(lambda l: SD * torch.rsqrt(1 + SD**2 / l), out)
+
+
+class MLPConditionalBackbone(nn.Module):
+    """``(x (B, 2, 2, 4), rho, s_y) -> F (B, 1, 2, 4)`` for :class:`ConditionalDenoiser`."""
+
+    def __init__(self, width: int = 64, depth: int = 2):
+        super().__init__()
+        self.net = _mlp(2 * D + 2, D, width, depth)
+
+    def forward(self, x: torch.Tensor, rho: torch.Tensor, sigma_y: torch.Tensor) -> torch.Tensor:
+        b = x.shape[0]
+        feats = [x.flatten(1), _levels(rho, 1e-5, 1e5, b), _levels(sigma_y, 1e-3, 1e3, b)]
+        return self.net(torch.cat(feats, 1)).reshape(b, *SHAPE)
+
+
+def inpaint_tasks(p_missing: float = 0.5) -> dict[str, Task]:
+    """A task registry for :class:`Trainer`: ``inpaint-random`` draws an inpainting mask per sample
+    (``p_missing`` of the pixels missing); ``none`` is the standard ``A = 0``."""
+
+    def build(img_shape, generator, dtype, batch):
+        return Inpaint(random_masks(img_shape, batch, p_missing, generator).to(dtype), img_shape)
+
+    return {"inpaint-random": Task("inpaint", build, random=True), "none": TASKS["none"]}
+
+
+def gmm_prior(seed: int = 0, n_components: int = 4) -> GaussianMixture:
+    return GaussianMixture.random(SHAPE, n_components, torch.Generator().manual_seed(seed))
+
+
+def small_config(**kw) -> TrainConfig:
+    base = {
+        "objective": "eps",
+        "tasks": ("inpaint-random",),
+        "sigma_y": (0.02, 0.2),
+        "batch_size": 32,
+        "lr": 2e-3,
+        "warmup_steps": 5,
+        "ema_decay": 0.99,
+        "steps": 10,
+        "log_every": 1000,
+        "ckpt_every": 1000,
+        "grid_every": 1000,
+        "keep_checkpoints": 0,
+    }
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def make_trainer(out=None, *, model_seed: int = 0, dropout: float = 0.1, resume: bool = False, **kw) -> Trainer:
+    """An MLP EPS trainer (dropout on, so resume must also restore the dropout masks)."""
+    torch.manual_seed(model_seed)
+    model = MLPEPS(dropout=dropout)
+    cfg = small_config(**kw)
+    return Trainer(model, cfg, out, resume=resume, tasks=inpaint_tasks(), show_progress=False)
+
+
+def _state_equal(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+# -- tiny U-Net runs and picture files ------------------------------------------------------------------------
+
+
+def train_tiny(out: Path, objective: str) -> Path:
+    """A ``tiny`` U-Net run at 16x16 trained for 2 steps (large learning rate, so that every weight, the
+    near-zero initial output layer included, is far from its initialisation)."""
+    cfg = TrainConfig(
+        objective=objective,
+        tasks=("inpaint-random", "sr4"),
+        sigma_y=(0.02, 0.2),
+        batch_size=2,
+        steps=2,
+        lr=1e-2,
+        warmup_steps=1,
+        log_every=100,
+        ckpt_every=100,
+        grid_every=100,
+    )
+    mcfg = ModelConfig("tiny", 3, "none" if objective == "denoiser" else "map", 0.5, 16)
+    data = torch.rand(8, *IMAGE_SHAPE, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    run_training(cfg, mcfg, data, out, device="cpu", show_progress=False)
+    return out
+
+
+def _x0(batch: int = 2, seed: int = 0) -> torch.Tensor:
+    return torch.rand(batch, *IMAGE_SHAPE, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+def _png(path: Path, array: np.ndarray) -> Path:
+    Image.fromarray(array).save(path)
+    return path
+
+
+def _rgb(h: int, w: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)

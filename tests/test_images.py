@@ -1,0 +1,59 @@
+"""Picture files: preview grids, and images, masks, kernels and measurements read from files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from helpers import IMAGE_SHAPE as SHAPE
+from helpers import _png, _rgb
+
+from exactps.data import ImageFolder
+from exactps.images import measurement_from_image, read_image, read_kernel, read_mask, save_grid
+from exactps.tasks import build_operator
+
+
+def test_save_grid(tmp_path):
+    from PIL import Image
+
+    rows = [torch.rand(3, 3, 4, 5) * 2 - 1, torch.rand(2, 3, 4, 5) * 2 - 1]
+    path = save_grid(rows, tmp_path / "g" / "grid.png", pad=1)
+    img = Image.open(path)
+    assert img.size == (3 * 6 + 1, 2 * 5 + 1) and img.mode == "RGB"
+    gray = save_grid([torch.zeros(2, 1, 4, 4)], tmp_path / "gray.png")
+    assert Image.open(gray).mode == "L"
+
+
+def test_images_masks_and_kernels_from_files(tmp_path):
+    _png(tmp_path / "wide.png", _rgb(20, 30))
+    x = read_image(tmp_path / "wide.png", 16)
+    assert x.shape == (1, 3, 16, 16) and torch.equal(x[0], ImageFolder(tmp_path, 16, flip=False).load(0))
+    assert read_image(tmp_path / "wide.png").shape == (1, 3, 20, 30)  # no size: as stored
+    mask = np.zeros((16, 16), dtype=np.uint8)
+    mask[:, :8] = 255
+    m = read_mask(_png(tmp_path / "mask.png", mask), SHAPE)
+    assert m.shape == (1, 1, 16, 16) and m.sum() == 128 and m[0, 0, 0, 0] == 1
+    with pytest.raises(ValueError, match=r"big\.png is 16x30 but must have the images' size, 16x16"):
+        read_mask(_png(tmp_path / "big.png", np.zeros((16, 30), dtype=np.uint8)), SHAPE)
+    np.save(tmp_path / "k.npy", np.ones((3, 5)))
+    k = read_kernel(tmp_path / "k.npy")
+    assert k.shape == (1, 1, 3, 5) and torch.allclose(k.sum(), torch.tensor(1.0))
+    flat = read_kernel(_png(tmp_path / "k.png", np.full((3, 3), 200, np.uint8)))
+    assert torch.allclose(flat, torch.full((1, 1, 3, 3), 1 / 9))
+    np.save(tmp_path / "zero.npy", np.zeros((3, 3)))
+    with pytest.raises(ValueError, match="positive sum"):
+        read_kernel(tmp_path / "zero.npy")
+    with pytest.raises(FileNotFoundError, match="missing"):
+        read_image(tmp_path / "missing.png")
+    (tmp_path / "junk.png").write_bytes(b"not a png")
+    with pytest.raises(ValueError, match="junk"):
+        read_image(tmp_path / "junk.png")
+    # a measurement picture: inpainting zeroes the holes, colorization reads grayscale
+    op = build_operator("inpaint", SHAPE, mask=m)
+    y = measurement_from_image(op, _png(tmp_path / "y.png", _rgb(16, 16)), "inpaint")
+    assert y.shape == (1, *SHAPE) and (y[..., 8:] == 0).all() and (y[..., :8] != 0).any()
+    assert measurement_from_image(build_operator("colorize", SHAPE), tmp_path / "y.png").shape == (1, 1, 16, 16)
+    with pytest.raises(ValueError, match="needs the mask"):
+        build_operator("inpaint-box", SHAPE, random_ok=False)
+    with pytest.raises(ValueError, match="a mask only applies to the tasks inpaint-box, inpaint-random, inpaint"):
+        build_operator("sr4", SHAPE, mask=m)
