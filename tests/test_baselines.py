@@ -4,11 +4,15 @@ Tiny problems (images ``(1, 4, 4)``, float64) with exact priors: a random Gaussi
 exact denoiser is the oracle x0-predictor, and the standard Gaussian ``N(0, I)``, for which PiGDM's
 likelihood approximation is exact. DDRM, DDNM(+) and DiffPIR are also checked step by step against
 dense-matrix re-implementations of their update equations (a full SVD of ``A``), which exercises
-the thin-``V`` (super-resolution) and real-FFT (blur) plumbing of the spectral operators.
+the thin-``V`` (super-resolution) and real-FFT (blur) plumbing of the spectral operators. DAPS,
+MPGD and DDNM's time travel are checked against transcriptions of their official loops (DAPS in
+EDM variables, MPGD in DDPM notation with autograd, DDNM's ``get_schedule_jump``), DAPS's Langevin
+stage against its Gaussian target.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import deepinv as dinv
@@ -17,14 +21,20 @@ import torch
 
 from exactps.baselines import (
     BASELINES,
+    DAPS_PRESETS,
+    daps_grid,
+    daps_sample,
     ddnm_sample,
     ddpm_grid,
     ddrm_sample,
     diffpir_sample,
     dps_sample,
+    mpgd_sample,
     pigdm_sample,
+    travel_schedule,
 )
-from exactps.interpolants import VPLinear
+from exactps.interpolants import VE, VPLinear
+from exactps.metrics import sliced_w2
 from exactps.operators import AvgPoolSR, Blur, DenseOperator, Inpaint, MatrixFreeOperator, gaussian_kernel
 from exactps.posterior import PosteriorPredictor
 from exactps.priors import GaussianMixture, dense_matrix
@@ -35,6 +45,8 @@ SHAPE = (1, 4, 4)
 D = 16
 INTERP = VPLinear()
 GRADIENT_BASED = {"dps", "pigdm"}
+#: network evaluations per step of a grid ``ts`` at the default settings (DAPS: its 5 ODE steps per annealing level)
+NFE_PER_STEP = {"daps": 5}
 
 
 class _MatrixPhysics(dinv.physics.LinearPhysics):
@@ -116,8 +128,9 @@ def test_ddpm_grid_matches_the_official_index_sequences():
 
 @pytest.mark.parametrize("name", sorted(BASELINES))
 def test_default_step_counts(name):
-    """Published step counts; DPS and PiGDM pay one VJP per network evaluation, the others none."""
-    expected = {"dps": 1000, "pigdm": 100, "ddrm": 20, "diffpir": 100, "ddnm": 100}[name]
+    """Published step counts; DPS and PiGDM pay one VJP per network evaluation, the others none.
+    DAPS-1K: 200 annealing levels x 5 ODE steps."""
+    expected = {"dps": 1000, "pigdm": 100, "ddrm": 20, "diffpir": 100, "ddnm": 100, "daps": 1000, "mpgd": 100}[name]
     prior = _standard_gaussian()
     op = OPS["inpaint"]
     y = _problem(prior, op, 0.05)
@@ -136,7 +149,7 @@ def test_uniform_signature_and_counts(name, gmm):
     )
     assert out.x.shape == (4, *SHAPE) and out.x.dtype == F64 and torch.isfinite(out.x).all()
     assert not out.x.requires_grad
-    assert out.nfe == 7 and out.vjp == (7 if name in GRADIENT_BASED else 0)
+    assert out.nfe == 7 * NFE_PER_STEP.get(name, 1) and out.vjp == (7 if name in GRADIENT_BASED else 0)
 
 
 # -- properties each method is known for -----------------------------------------------------------
@@ -383,7 +396,7 @@ def test_bad_input_names_the_argument(name, gmm):
         fn(predict, INTERP, op, y, 0.05, x, ts, clip=-1.0)
 
 
-@pytest.mark.parametrize("name", ["pigdm", "ddrm", "ddnm"])
+@pytest.mark.parametrize("name", ["pigdm", "ddrm", "ddnm", "mpgd"])
 def test_bad_eta(name, gmm):
     op = OPS["avgpool"]
     y = _problem(gmm, op, 0.05)
@@ -406,3 +419,318 @@ def test_dps_needs_only_a_and_its_adjoint(gmm):
         PosteriorPredictor(gmm.denoise, INTERP), INTERP, op, y, 0.05, _x_init(2), steps=5, generator=_gen()
     )
     assert out.nfe == 5 and out.vjp == 5 and torch.isfinite(out.x).all()
+
+
+# -- DAPS, MPGD and DDNM's time travel ---------------------------------------------------------------
+def _mixture_setup(gmm, op_name: str = "avgpool", sigma_y: float = 0.05):
+    op = OPS[op_name]
+    return op, _problem(gmm, op, sigma_y), PosteriorPredictor(gmm.denoise, INTERP)
+
+
+def test_daps_grid_is_the_official_annealing_schedule():
+    """First release: ``Scheduler(num_steps=200, sigma_max=100, sigma_min=0.1, sigma_final=0, timestep='poly-7')``."""
+    ts = daps_grid(INTERP)
+    assert ts.shape == (201,) and ts[-1].item() == 0.0 and bool((ts[1:] < ts[:-1]).all())
+    u = torch.linspace(0, 1, 200, dtype=F64)
+    poly = (100 ** (1 / 7) + u * (0.1 ** (1 / 7) - 100 ** (1 / 7))) ** 7
+    torch.testing.assert_close(INTERP.ratio(ts[:-1]), poly, rtol=1e-9, atol=0)
+    ve = daps_grid(VE(), 10)  # sigma_max = 100 is clipped to the interpolant's s/a range (VE: 80)
+    assert ve[0].item() == 80.0 and ve[-2].item() == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="annealing_steps"):
+        daps_grid(INTERP, 0)
+    with pytest.raises(ValueError, match="sigma_min"):
+        daps_grid(INTERP, 10, sigma_min=200.0)
+
+
+def test_daps_nfe_is_annealing_levels_times_ode_steps(gmm):
+    op, y, predict = _mixture_setup(gmm)
+    for kwargs, nfe in ((DAPS_PRESETS["daps-100"], 100), ({"annealing_steps": 3, "ode_steps": 4}, 12)):
+        out = daps_sample(predict, INTERP, op, y, 0.05, _x_init(2), langevin_steps=2, generator=_gen(), **kwargs)
+        assert out.nfe == nfe and out.vjp == 0 and torch.isfinite(out.x).all()
+    assert DAPS_PRESETS["daps-1k"] == {"annealing_steps": 200, "ode_steps": 5}
+
+
+def test_daps_ode_stage_is_ddim_on_its_poly_grid(gmm):
+    """Step (i): ``ode_steps`` Euler steps of the probability-flow ODE in ``sigma = s/a`` (EDM's Euler, i.e.
+    deterministic DDIM) on the rho-7 grid from the level's ``sigma`` to ``ode_sigma_min``, then Tweedie. With
+    one annealing level and no Langevin step, DAPS returns that ``x0_hat``."""
+    op, y, predict = _mixture_setup(gmm)
+    t0 = INTERP.t_from_ratio(torch.tensor(3.0, dtype=F64))
+    ts = torch.stack([t0, torch.zeros((), dtype=F64)])
+    x = _x_init(8)
+    out = daps_sample(predict, INTERP, op, y, 0.05, x, ts, ode_steps=4, langevin_steps=0, generator=_gen())
+    u = torch.linspace(0, 1, 4, dtype=F64)
+    sig = (3.0 ** (1 / 7) + u * (0.01 ** (1 / 7) - 3.0 ** (1 / 7))) ** 7
+    inner = torch.cat([ts[:1], INTERP.t_from_ratio(sig[1:]), torch.zeros(1, dtype=F64)])
+    ref = ddim_sample(predict, INTERP, x, inner, eta=0.0)
+    assert out.nfe == 4 == ref.nfe and out.vjp == 0
+    torch.testing.assert_close(out.x, ref.x, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("op_name", ["avgpool", "dense"])
+def test_daps_langevin_samples_its_gaussian_target(op_name, gmm):
+    """Step (ii): from ``x0_hat`` the chain samples ``N(x0; x0_hat, r^2 I) N(y; A x0, tau^2 I)`` with
+    ``r = r_scale sigma``. One annealing level (the output is the chain's end): whitened with the exact
+    precision ``A^T A / tau^2 + I / r^2`` around the exact mean, the samples are ``N(0, I)`` (the 2025
+    refactor's factor 2 on the data term moves the mean by about 0.4 and an eigenvalue to 0.6-0.8;
+    ``r = sigma`` puts eigenvalues near 11)."""
+    op, y, predict = _mixture_setup(gmm, op_name)
+    sigma, r_scale, tau = 1.0, 0.25, 0.2
+    r = r_scale * sigma
+    ts = torch.stack([INTERP.t_from_ratio(torch.tensor(sigma, dtype=F64)), torch.zeros((), dtype=F64)])
+    x = _x_init(4096)
+    out = daps_sample(
+        predict,
+        INTERP,
+        op,
+        y,
+        0.05,
+        x,
+        ts,
+        ode_steps=1,
+        langevin_steps=500,
+        lr=1e-3,
+        tau=tau,
+        r_scale=r_scale,
+        generator=_gen(),
+    )
+    a = dense_matrix(op)
+    x0_hat = predict(x, ts[0]).flatten(1)
+    prec = a.T @ a / tau**2 + torch.eye(D, dtype=F64) / r**2
+    mean = torch.linalg.solve(prec, (a.T @ y.flatten() / tau**2)[:, None] + x0_hat.T / r**2).T
+    z = (out.x.flatten(1) - mean) @ torch.linalg.cholesky(prec)
+    assert z.mean(0).abs().max() < 0.08
+    eig = torch.linalg.eigvalsh(torch.cov(z.T))
+    assert eig.min() > 0.8 and eig.max() < 1.2, eig
+
+
+def _daps_reference(predict, op, y, x, n_anneal, n_ode, lgv_steps, lr, tau, gen):
+    """The official first release (zhangbingliang2019/DAPS 25471a8, ``sampler.py``) in EDM variables
+    ``x_VE = x_t / a`` with ``D(x_VE, sigma) = f(a x_VE, t(sigma))``: ``Scheduler`` (poly-7, ``schedule='linear'``,
+    ``sigma_final=0``), ``DiffusionSampler._euler`` (``x += factor score / 2``), ``LangevinDynamics`` (SGD(lr)
+    on ``||A x - y||^2/(2 tau^2) + ||x - x0hat||^2/(2 sigma^2)``, then ``+ sqrt(2 lr) z``; ``lr_min_ratio``
+    0.01), re-noising ``x0y + sigma' z``."""
+
+    def scheduler(n, sigma_max, sigma_min):
+        u = torch.linspace(0, 1, n, dtype=F64)
+        sig = torch.cat(
+            [(sigma_max ** (1 / 7) + u * (sigma_min ** (1 / 7) - sigma_max ** (1 / 7))) ** 7, torch.zeros(1, dtype=F64)]
+        )
+        return sig, [2 * sig[i] * (sig[i] - sig[i + 1]) for i in range(n)]
+
+    def denoise(xv, sigma):
+        t = INTERP.t_from_ratio(torch.as_tensor(float(sigma), dtype=F64))
+        return predict(float(INTERP.alpha(t)) * xv, t)
+
+    xt = x / float(INTERP.alpha(INTERP.t_from_ratio(torch.tensor(100.0, dtype=F64))))
+    annealing, _ = scheduler(n_anneal, 100.0, 0.1)
+    for step in range(n_anneal):
+        sigma = float(annealing[step])
+        sig, factor = scheduler(n_ode, sigma, 0.01)
+        xo = xt
+        for k in range(n_ode):
+            xo = xo + factor[k] * (denoise(xo, sig[k]) - xo) / sig[k] ** 2 * 0.5
+        x0hat, lr_k = xo, (1 + step / n_anneal * (0.01 - 1)) * lr
+        xl = x0hat
+        for _ in range(lgv_steps):
+            xl = xl - lr_k * (op.At(op.A(xl) - y) / tau**2 + (xl - x0hat) / sigma**2)
+            xl = xl + (2 * lr_k) ** 0.5 * torch.randn(xl.shape, generator=gen, dtype=F64)
+        xt = (
+            xl + float(annealing[step + 1]) * torch.randn(xl.shape, generator=gen, dtype=F64)
+            if step + 1 < n_anneal
+            else xl
+        )
+    return xt
+
+
+@pytest.mark.parametrize("op_name", ["avgpool", "inpaint"])
+def test_daps_matches_the_official_loop(op_name, gmm):
+    op, y, predict = _mixture_setup(gmm, op_name)
+    kwargs = {"annealing_steps": 6, "ode_steps": 3, "langevin_steps": 20, "lr": 1e-4, "tau": 0.05}
+    out = daps_sample(predict, INTERP, op, y, 0.05, _x_init(8), generator=_gen(), **kwargs)
+    ref = _daps_reference(predict, op, y, _x_init(8), 6, 3, 20, 1e-4, 0.05, _gen())
+    assert out.nfe == 18 and out.vjp == 0
+    torch.testing.assert_close(out.x, ref, rtol=0, atol=1e-6)
+
+
+def _mpgd_reference(predict, op, y, x, ts, eta, scale, gen):
+    """Official ``WoProjSampling`` + ``DDIMx0`` in DDPM notation (``abar = a^2`` on VP): ``x0 -= scale
+    grad ||y - A x0|| / sqrt(abar_prev)`` (autograd, per sample), DDIM with the unguided ``eps``."""
+    for i in range(len(ts) - 1):
+        ab, ab_prev = float(INTERP.alpha(ts[i])) ** 2, float(INTERP.alpha(ts[i + 1])) ** 2
+        x0 = predict(x, ts[i])
+        eps = (x - ab**0.5 * x0) / (1 - ab) ** 0.5
+        x0v = x0.detach().requires_grad_(True)
+        with torch.enable_grad():
+            (grad,) = torch.autograd.grad((y - op.A(x0v)).flatten(1).norm(dim=1).sum(), x0v)
+        x0 = x0 - scale * grad / ab_prev**0.5
+        sig = eta * ((1 - ab_prev) / (1 - ab)) ** 0.5 * (1 - ab / ab_prev) ** 0.5
+        x = ab_prev**0.5 * x0 + max(0.0, 1 - ab_prev - sig**2) ** 0.5 * eps
+        if sig > 0:
+            x = x + sig * torch.randn(x.shape, generator=gen, dtype=F64)
+    return x
+
+
+@pytest.mark.parametrize("op_name", ["inpaint", "avgpool", "dense"])
+def test_mpgd_matches_the_official_update_and_is_ddim_without_guidance(op_name, gmm):
+    op, y, predict = _mixture_setup(gmm, op_name)
+    ts = ddpm_grid(INTERP, 12)
+    out = mpgd_sample(predict, INTERP, op, y, 0.05, _x_init(8), ts, eta=0.5, scale=0.3, generator=_gen())
+    ref = _mpgd_reference(predict, op, y, _x_init(8), ts, 0.5, 0.3, _gen())
+    assert out.nfe == 12 and out.vjp == 0
+    torch.testing.assert_close(out.x, ref, rtol=0, atol=1e-8)
+    plain = mpgd_sample(predict, INTERP, op, y, 0.05, _x_init(8), ts, scale=0.0, generator=_gen())
+    ddim = ddim_sample(predict, INTERP, _x_init(8), ts, eta=0.5, generator=_gen())
+    assert torch.equal(plain.x, ddim.x)  # default eta 0.5 (the official diffusion config)
+
+
+@pytest.mark.parametrize("method", ["daps", "mpgd"])
+def test_daps_and_mpgd_move_a_mixture_prior_towards_the_posterior(method, gmm):
+    """Exact posterior of a Gaussian mixture: at 100 NFE (DAPS: the ``daps-100`` preset; MPGD: ``scale`` 0.3,
+    since the norm's gradient is a unit vector and the official 4 is for 256x256x3 images) the samples are
+    much closer in sliced W2 to exact posterior samples than prior samples are, and fit ``y`` better."""
+    op, y, predict = _mixture_setup(gmm)
+    n = 256
+    prior = ddim_sample(predict, INTERP, _x_init(n), ddpm_grid(INTERP, 100), eta=1.0, generator=_gen()).x
+    kwargs = DAPS_PRESETS["daps-100"] if method == "daps" else {"scale": 0.3}
+    out = BASELINES[method](predict, INTERP, op, y, 0.05, _x_init(n), generator=_gen(), **kwargs)
+    assert out.nfe == 100 and out.vjp == 0
+    exact = gmm.posterior(dense_matrix(op), y, 0.05).sample(n, torch.Generator().manual_seed(99))
+
+    def dist(x: torch.Tensor) -> float:
+        return sliced_w2(x, exact, 256, torch.Generator().manual_seed(3))
+
+    assert dist(out.x) < 0.4 * dist(prior), (dist(out.x), dist(prior))
+    assert _residual(op, out.x, y).mean() < 0.3 * _residual(op, prior, y).mean()
+
+
+@pytest.mark.parametrize("name", sorted(BASELINES))
+def test_samples_are_a_function_of_the_generator(name, gmm):
+    op, y, predict = _mixture_setup(gmm)
+    ts = ddpm_grid(INTERP, 5)
+
+    def run(seed: int) -> torch.Tensor:
+        return BASELINES[name](predict, INTERP, op, y, 0.05, _x_init(4), ts, generator=_gen(seed)).x
+
+    a, b, c = run(11), run(11), run(12)
+    assert torch.equal(a, b) and not torch.allclose(a, c)
+
+
+@pytest.mark.parametrize("name", ["daps", "mpgd"])
+def test_daps_and_mpgd_need_only_a_and_its_adjoint(name, gmm):
+    spectral = DenseOperator(_matrix(), SHAPE)
+    free = MatrixFreeOperator(_MatrixPhysics(_matrix()), SHAPE)
+    y = _problem(gmm, spectral, 0.05)
+    predict = PosteriorPredictor(gmm.denoise, INTERP)
+    kwargs = {"annealing_steps": 4, "ode_steps": 2, "tau": 0.02} if name == "daps" else {"steps": 6}
+    a = BASELINES[name](predict, INTERP, spectral, y, 0.05, _x_init(4), generator=_gen(), **kwargs)
+    b = BASELINES[name](predict, INTERP, free, y, 0.05, _x_init(4), generator=_gen(), **kwargs)
+    torch.testing.assert_close(a.x, b.x, rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"annealing_steps": 0}, "annealing_steps"),
+        ({"ode_steps": 0}, "ode_steps"),
+        ({"langevin_steps": -1}, "langevin_steps"),
+        ({"lr": 0.0}, "lr"),
+        ({"lr_min_ratio": -0.5}, "lr_min_ratio"),
+        ({"tau": 0.0}, "tau"),
+        ({"r_scale": 0.0}, "r_scale"),
+        ({"sigma_min": 0.0}, "sigma_min"),
+        ({"sigma_min": 0.05, "ode_sigma_min": 0.05}, "ode_sigma_min"),
+    ],
+)
+def test_daps_bad_settings(kwargs, match, gmm):
+    op, y, predict = _mixture_setup(gmm)
+    with pytest.raises(ValueError, match=match):
+        daps_sample(predict, INTERP, op, y, 0.05, _x_init(2), **{"annealing_steps": 3, **kwargs})
+
+
+def test_daps_tau_from_sigma_y_and_divergence(gmm):
+    """``tau=None`` takes the measurement's ``s_y`` (so it must be positive); a Langevin step beyond the
+    stability limit ``lr (k^2 / tau^2 + 1 / r^2) < 2`` raises instead of returning garbage."""
+    op, y, predict = _mixture_setup(gmm)
+    out = daps_sample(predict, INTERP, op, y, 0.05, _x_init(2), annealing_steps=3, tau=None, generator=_gen())
+    assert out.nfe == 15 and torch.isfinite(out.x).all()
+    with pytest.raises(ValueError, match="sigma_y"):
+        daps_sample(predict, INTERP, op, y, 0.0, _x_init(2), annealing_steps=3, tau=None)
+    with pytest.raises(FloatingPointError, match="diverged"):
+        daps_sample(predict, INTERP, op, y, 0.05, _x_init(2), annealing_steps=1, langevin_steps=300, lr=0.1)
+
+
+def test_mpgd_bad_scale(gmm):
+    op, y, predict = _mixture_setup(gmm)
+    with pytest.raises(ValueError, match="scale"):
+        mpgd_sample(predict, INTERP, op, y, 0.05, _x_init(2), steps=3, scale=-1.0)
+
+
+def _official_schedule_jump(t_sampling: int, travel_length: int, travel_repeat: int) -> list[int]:
+    """wyhuai/DDNM ``functions/svd_ddnm.py`` ``get_schedule_jump`` (from RePaint), transcribed."""
+    jumps = {j: travel_repeat - 1 for j in range(0, t_sampling - travel_length, travel_length)}
+    t, ts = t_sampling, []
+    while t >= 1:
+        t = t - 1
+        ts.append(t)
+        if jumps.get(t, 0) > 0:
+            jumps[t] = jumps[t] - 1
+            for _ in range(travel_length):
+                t = t + 1
+                ts.append(t)
+    ts.append(-1)
+    return ts
+
+
+def test_ddnm_travel_schedule_follows_the_official_jumps():
+    # hand-expanded official indices for T=4, L=1, r=2: 3 2 3 2 1 2 1 0 1 0 -1 (position = T - 1 - index)
+    assert travel_schedule(4, 1, 2) == [(0, 1), (1, 0), (0, 1), (1, 2), (2, 1), (1, 2), (2, 3), (3, 2), (2, 3), (3, 4)]
+    assert travel_schedule(5) == [(0, 1), (1, 2), (2, 3), (3, 4), (4, 5)]
+    for t_sampling, length, repeat in ((100, 10, 3), (100, 1, 2), (20, 3, 4), (10, 9, 2)):
+        pos = [t_sampling - 1 - u for u in _official_schedule_jump(t_sampling, length, repeat)]
+        assert travel_schedule(t_sampling, length, repeat) == list(itertools.pairwise(pos))
+        down = sum(j > i for i, j in travel_schedule(t_sampling, length, repeat))
+        assert down == t_sampling + (repeat - 1) * length * math.ceil((t_sampling - length) / length)
+    with pytest.raises(ValueError, match="travel_length"):
+        travel_schedule(10, 0, 2)
+    with pytest.raises(ValueError, match="travel_repeat"):
+        travel_schedule(10, 2, 0)
+    with pytest.raises(ValueError, match="travel_length"):
+        travel_schedule(10, 10, 2)
+
+
+def _ddnm_travel_reference(predict, svd, y, sy, x, ts, eta, length, repeat, gen):
+    """The official loop: jump back by re-noising the last network ``x0`` (before its correction)."""
+    n = len(ts) - 1
+    times = _official_schedule_jump(n, length, repeat)
+    x0_last = None
+    for u, v in itertools.pairwise(times):
+        p, q = n - 1 - u, n - 1 - v
+        if v < u:
+            x0_last = predict(x, ts[p])
+            x = _ddnm_plus_reference(predict, svd, y, sy, x, ts[[p, q]], eta, gen)
+        else:
+            a, s = _ab(ts[q])
+            x = a * x0_last + s * torch.randn(x.shape, generator=gen, dtype=F64)
+    return x
+
+
+@pytest.mark.parametrize(("op_name", "sigma_y"), [("avgpool", 0.0), ("blur", 0.1)])
+def test_ddnm_time_travel_matches_the_official_loop(op_name, sigma_y, gmm):
+    op, y, predict = _mixture_setup(gmm, op_name, sigma_y)
+    ts = ddpm_grid(INTERP, 6)
+    out = ddnm_sample(predict, INTERP, op, y, sigma_y, _x_init(8), ts, eta=0.7, travel_length=2, travel_repeat=3,
+                      generator=_gen())  # fmt: skip
+    assert out.nfe == 6 + 2 * 2 * 2 and out.vjp == 0  # jumps back from positions 0 and 2 from the end, twice each
+    ref = _ddnm_travel_reference(predict, _DenseSVD(op), y, sigma_y, _x_init(8), ts, 0.7, 2, 3, _gen())
+    torch.testing.assert_close(out.x, ref, rtol=0, atol=1e-6)
+    if sigma_y == 0:  # the last step is a plain DDNM step: exact data consistency survives time travel
+        assert _residual(op, out.x, y).max().item() < 1e-10 * (1 + y.norm().item())
+
+
+def test_ddnm_without_travel_is_unchanged(gmm):
+    """``travel_repeat = 1`` (the default) never jumps, whatever the length: bitwise the plain sampler."""
+    op, y, predict = _mixture_setup(gmm, "blur", 0.1)
+    base = ddnm_sample(predict, INTERP, op, y, 0.1, _x_init(8), steps=10, generator=_gen())
+    off = ddnm_sample(predict, INTERP, op, y, 0.1, _x_init(8), steps=10, travel_length=5, generator=_gen())
+    assert base.nfe == off.nfe == 10 and torch.equal(base.x, off.x)

@@ -43,6 +43,16 @@ def test_train_losses_are_unchanged(figures):
     assert all(_close(g, w) for g, w in zip(figures["train_losses"], want, strict=True))
 
 
+def test_other_objectives_and_operators_train_as_before(figures):
+    """Conditional and unconditional objectives; average-pooling SR, motion blur, colorization, A = 0;
+    scalar conditioning. (Colorization's variance map is now computed in closed form: equal to float
+    round-off, far inside the tolerance.)"""
+    want = json.loads((GOLDEN / "figures.json").read_text())["variant_losses"]
+    assert figures["variant_losses"].keys() == want.keys()
+    for name, losses in want.items():
+        assert all(_close(g, w) for g, w in zip(figures["variant_losses"][name], losses, strict=True)), name
+
+
 def test_sample_psnr_and_files_are_unchanged(figures):
     want = json.loads((GOLDEN / "figures.json").read_text())["sample"]
     assert figures["sample"]["files"] == want["files"]

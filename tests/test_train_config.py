@@ -41,7 +41,6 @@ def test_schedules_warm_up_the_learning_rate_and_the_ema_decay():
     assert all(a <= b for a, b in itertools.pairwise(decays))
     # the trainer follows them: the optimizer's learning rate, and the EMA update of a step
     trainer = make_trainer(dropout=0.0, lr=2e-3, warmup_steps=5, ema_decay=0.99)
-    assert [trainer.lr_at(k) for k in range(7)] == [cfg.lr_at(k) for k in range(7)]
     start = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     trainer.fit(gmm_prior(), 1)
     assert trainer.optimizer.param_groups[0]["lr"] == cfg.lr_at(0)

@@ -17,11 +17,13 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from exactps.baselines import BASELINES, DIFFPIR_ZETA, DPS_ZETA
+from exactps.baselines import BASELINES
+from exactps.baselines import published_settings as baseline_settings
 from exactps.interpolants import VPLinear, get_interpolant
 from exactps.metrics import psnr
 from exactps.samplers import initial_noise, sample
-from exactps.tasks import STANDARD_TASKS, get_task
+from exactps.seeds import BaselineBenchSeed
+from exactps.tasks import STANDARD_TASKS, check_simulated, get_task
 from exactps.verify import FiniteProblem, GMMProblem, finite_tv, gmm_sw2_ratio, make_finite_problem, make_gmm_problem
 
 __all__ = ["BenchRow", "format_bench", "format_summary", "plot_bench", "published_settings", "run_bench"]
@@ -70,15 +72,9 @@ def _eps_runs(problem, n: int, specs: Iterable[tuple[str, str, int]], seed: int)
 
 
 def published_settings(method: str, task: str) -> dict:
-    """Per-task hyper-parameters of the official configs (see :mod:`exactps.baselines`), looked up by the
-    task's ``published`` key (:data:`exactps.tasks.TASKS`)."""
-    family = get_task(task).published
-    if method == "dps" and family in DPS_ZETA:
-        return {"zeta": DPS_ZETA[family]}
-    if method == "diffpir" and family is not None:
-        key = "deblur" if family.endswith("deblur") else family
-        return {"zeta": DIFFPIR_ZETA[key], **({"steps": 20} if key == "inpainting" else {})}
-    return {}
+    """Per-task hyper-parameters of the official configs for ``task`` (:data:`exactps.baselines.PUBLISHED_PER_TASK`,
+    looked up by the task's ``published`` key in :data:`exactps.tasks.TASKS`)."""
+    return baseline_settings(method, get_task(task).published)
 
 
 def _baseline_runs(
@@ -121,7 +117,7 @@ def _reference_runs(problem, n: int, seed: int, prior_nfe: int) -> dict[str, _Ru
         return out.x, out.nfe, 0
 
     def exact():
-        g = torch.Generator().manual_seed(seed + 1)
+        g = torch.Generator().manual_seed(seed + BaselineBenchSeed.EXACT)
         if isinstance(problem, GMMProblem):
             return problem.posterior.sample(n, g), 0, 0
         idx = torch.multinomial(problem.weights, n, replacement=True, generator=g)
@@ -156,8 +152,11 @@ def run_bench(
     (:func:`published_settings`) unless ``baseline_overrides[name]`` says otherwise.
     """
     rows: list[BenchRow] = []
-    eps_specs = list(eps_specs)
-    baselines = list(baselines)
+    eps_specs, baselines, tasks = list(eps_specs), list(baselines), list(tasks)
+    check_simulated(tasks)
+    unknown = [b for b in baselines if b not in BASELINES]
+    if unknown:
+        raise ValueError(f"unknown baseline(s) {unknown}; choose from {tuple(BASELINES)}")
     for task in tasks:
         problems: list[tuple[str, GMMProblem | FiniteProblem, int]] = [
             ("gmm", make_gmm_problem(task, gmm_shape, sigma_y=sigma_y, n_samples=gmm_samples, seed=seed), gmm_samples)

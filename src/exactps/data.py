@@ -31,6 +31,8 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from exactps.seeds import BUILTIN_ITEM_STRIDE
+
 __all__ = [
     "BUILTIN_IMAGES",
     "IMAGE_EXTENSIONS",
@@ -321,7 +323,7 @@ class BuiltinCrops(Dataset):
     def __getitem__(self, index: int) -> Tensor:
         if not 0 <= index < self.length:
             raise IndexError(f"index {index} out of range for {self.length} crops")
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + int(index))
+        g = torch.Generator().manual_seed(self.seed * BUILTIN_ITEM_STRIDE + int(index))
         return builtin_crops(1, self.size, generator=g, channels=self.channels)[0]
 
 

@@ -7,19 +7,28 @@ Images are tensors in ``[-1, 1]`` (pixel values ``u`` in ``[0, 1]`` become ``2u 
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
 from exactps.data import load_image
 from exactps.files import atomic_write
 from exactps.operators import Inpaint, LinearOperator
 
-__all__ = ["measurement_from_image", "read_image", "read_kernel", "read_mask", "save_grid", "save_image"]
+__all__ = [
+    "measurement_from_image",
+    "read_image",
+    "read_kernel",
+    "read_mask",
+    "save_grid",
+    "save_image",
+    "save_labelled_grid",
+]
 
 
 def save_grid(rows: Sequence[Tensor], path: str | Path, pad: int = 2, scale: int = 1) -> Path:
@@ -45,6 +54,40 @@ def save_grid(rows: Sequence[Tensor], path: str | Path, pad: int = 2, scale: int
         image = image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
     out = Path(path)
     atomic_write(out, lambda tmp: image.save(tmp, format="PNG"))
+    return out
+
+
+def save_labelled_grid(
+    rows: Sequence[Tensor],
+    labels: Sequence[str],
+    path: str | Path,
+    scale: int = 1,
+    title: str | None = None,
+) -> Path:
+    """:func:`save_grid` with the name of each row written to its left (and a ``title`` on top), so the
+    picture says what it shows. Rows are tensors ``(N, C, H, W)`` in ``[-1, 1]``; grey rows are shown
+    in colour when the others are colour."""
+    if len(labels) != len(rows):
+        raise ValueError(f"{len(labels)} labels for {len(rows)} rows")
+    channels = max(r.shape[1] for r in rows)
+    rows = [r.expand(-1, channels, -1, -1) if r.shape[1] == 1 else r for r in rows]
+    with tempfile.TemporaryDirectory() as tmp:
+        grid = Image.open(save_grid(rows, Path(tmp) / "grid.png", scale=scale)).convert("RGB")
+    font = ImageFont.load_default(size=12)
+    measure = ImageDraw.Draw(grid)
+    margin = 8 + max(int(measure.textlength(label, font=font)) for label in labels)
+    top = 20 if title else 0
+    width = max(grid.width + margin, 8 + int(measure.textlength(title, font=font)) if title else 0)
+    canvas = Image.new("RGB", (width, grid.height + top), "white")
+    canvas.paste(grid, (margin, top))
+    draw = ImageDraw.Draw(canvas)
+    if title:
+        draw.text((4, 3), title, fill="black", font=font)
+    row_height = (grid.height - 2 * scale) / len(rows)
+    for i, label in enumerate(labels):
+        draw.text((4, top + 2 * scale + (i + 0.5) * row_height), label, fill="black", font=font, anchor="lm")
+    out = Path(path)
+    atomic_write(out, lambda tmp: canvas.save(tmp, format="PNG"))
     return out
 
 

@@ -149,7 +149,8 @@ def _model_record(record: dict[str, Any], json_path: Path) -> tuple[str, ModelCo
             stored = {}
         objective = objective or stored.get("objective")
         mcfg = mcfg or stored.get("model_config") or {}
-    if objective not in OBJECTIVES or not isinstance(mcfg, dict) or "preset" not in mcfg:
+    known = isinstance(objective, str) and objective in OBJECTIVES
+    if not known or not isinstance(mcfg, dict) or "preset" not in mcfg:
         raise ValueError(
             f"{json_path} does not record which network it holds (objective {objective!r}, model_config "
             f"{mcfg!r}); load it with exactps.checkpoint.load_checkpoint and build the network yourself"

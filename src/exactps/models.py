@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from exactps.checkpoint import load_state_dict_file
 from exactps.conditional import ConditionalDenoiser, ConditionalPredictor, ConditionalUNet, conditional_network_inputs
 from exactps.interpolants import Interpolant, X0Predictor
-from exactps.networks import PRESETS, EPSDenoiser
+from exactps.networks import DEFAULT_CONDITIONING, PRESETS, EPSDenoiser
 from exactps.objectives import NetworkInputs, pivot_or_isotropic, regression_loss
 from exactps.operators.base import LinearOperator
 from exactps.posterior import PosteriorPredictor
@@ -57,7 +57,7 @@ class ModelConfig:
 
     preset: str = "small-64"
     channels: int = 3
-    conditioning: str = "map"
+    conditioning: str = DEFAULT_CONDITIONING
     sigma_data: float = 0.5
     resolution: int | None = None
 
@@ -120,7 +120,7 @@ def _conditional_network(config: ModelConfig) -> nn.Module:
 
 OBJECTIVES: dict[str, Objective] = {
     "denoiser": Objective(_eps_network, pivot_or_isotropic, PosteriorPredictor, measures=False, conditioning="none"),
-    "eps": Objective(_eps_network, pivot_or_isotropic, PosteriorPredictor, measures=True, conditioning="map"),
+    "eps": Objective(_eps_network, pivot_or_isotropic, PosteriorPredictor, True, DEFAULT_CONDITIONING),
     "conditional": Objective(_conditional_network, conditional_network_inputs, ConditionalPredictor, True, None),
 }
 

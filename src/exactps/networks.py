@@ -61,6 +61,7 @@ from exactps.covariance import IsotropicNoise, PivotNoise
 
 __all__ = [
     "CONDITIONINGS",
+    "DEFAULT_CONDITIONING",
     "PRESETS",
     "BackbonePreset",
     "Conditioning",
@@ -81,6 +82,9 @@ class ConditioningInputs:
     sigma_y_embedding: bool
     variance_map: bool
 
+
+#: The conditioning of EPS models unless asked otherwise (the ablation in the README chose it).
+DEFAULT_CONDITIONING = "map"
 
 #: THE conditioning table (see the module docstring).
 CONDITIONINGS: dict[str, ConditioningInputs] = {
@@ -218,7 +222,8 @@ class EPSDenoiser(nn.Module):
     ):
         super().__init__()
         if conditioning not in CONDITIONINGS:
-            raise ValueError(f"conditioning must be one of {tuple(CONDITIONINGS)}, got {conditioning!r}")
+            names = ", ".join(repr(c) for c in CONDITIONINGS)
+            raise ValueError(f"conditioning must be one of {names}, got {conditioning!r}")
         self.inputs = CONDITIONINGS[conditioning]
         self.preset = _preset(preset)
         if overrides:

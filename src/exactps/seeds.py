@@ -10,13 +10,25 @@ from __future__ import annotations
 
 import contextlib
 import random
+import zlib
 from collections.abc import Iterator
 from enum import IntEnum
 
 import numpy as np
 import torch
 
-__all__ = ["EvalSeed", "SampleSeed", "TrainSeed", "derive_seed", "seeded_global_rng"]
+__all__ = [
+    "BUILTIN_ITEM_STRIDE",
+    "BaselineBenchSeed",
+    "BenchSeed",
+    "EvalSeed",
+    "ExactnessSeed",
+    "SampleSeed",
+    "TrainSeed",
+    "derive_seed",
+    "seeded_global_rng",
+    "task_key",
+]
 
 
 class TrainSeed(IntEnum):
@@ -39,6 +51,44 @@ class EvalSeed(IntEnum):
     NOISE = 1
     SAMPLER = 2
     LOSS_STRIDE = 1000
+
+
+class BenchSeed(IntEnum):
+    """Purposes of the seeds of ``exactps bench images``, ``derive_seed(seed, purpose, task key, ...)``
+    (the task key is :func:`task_key`): every method sees the same images, operators, noise and
+    sampler seeds."""
+
+    OPERATOR = 1  # the operators of a task's images: (seed, OPERATOR, task)
+    NOISE = 2  # the measurement noise: (seed, NOISE, task)
+    SAMPLE = 3  # the j-th sample of every image: (seed, SAMPLE, task, j)
+    VALIDATION = 4  # the same three draws on the validation images: (seed, VALIDATION, purpose, task, ...)
+
+
+class ExactnessSeed(IntEnum):
+    """Offsets from the seed ``s`` of ``exactps verify`` (:mod:`exactps.verify`): the problem from ``s``,
+    the sliced-W2 projections and the Monte-Carlo floor from ``s + FLOOR``, the samplers' draws from
+    ``s + GMM_GRID`` / ``s + FINITE_GRID``, the finite prior's exact samples from ``s + FINITE_EXACT``."""
+
+    FLOOR = 1
+    GMM_GRID = 7
+    FINITE_GRID = 11
+    FINITE_EXACT = 13
+
+
+class BaselineBenchSeed(IntEnum):
+    """Offsets from the seed ``s`` of ``exactps bench exactness``: every method's draws from ``s``, the
+    exact posterior samples from ``s + EXACT``."""
+
+    EXACT = 1
+
+
+#: ``BuiltinCrops`` item ``i`` of a dataset seeded ``s`` is drawn with the seed ``s * stride + i``.
+BUILTIN_ITEM_STRIDE = 1_000_003
+
+
+def task_key(name: str) -> int:
+    """A stable integer for a task name (CRC-32), to mix into :func:`derive_seed`."""
+    return zlib.crc32(name.encode())
 
 
 class SampleSeed(IntEnum):

@@ -10,6 +10,20 @@ at 256x256), Gaussian deblurring and motion deblurring (circular boundary). Also
 SR, colorization, ``none`` (``A = 0``: no measurement, the unconditional denoiser) and two tasks for
 real measurements only: ``inpaint`` (the user's mask) and ``deblur`` (the user's kernel). Masks and
 motion kernels are drawn per batch element.
+
+The paper's set (:data:`PAPER_TASKS`, the image benchmark's; BENCHMARK.md section 2): the DPS/DAPS
+settings defined at 256x256, carried to 64x64 and scaled with the image size ``H``:
+
+======================  ==========================================================================
+``paper-inpaint-random``  70% of pixels missing, one mask for all channels, per image
+``paper-inpaint-box``     one box, sides uniform in ``[H/4, H/2]``, ``H/16`` from every border
+``paper-sr4``             4x4 average pooling
+``paper-deblur-gauss``    Gaussian, std ``0.75 H/64``, support the odd size nearest ``11 H/64``
+``paper-deblur-motion``   line kernels, length uniform in ``{round(7H/64) .. round(15H/64)}``,
+                          angle uniform in ``[0, 180)``
+======================  ==========================================================================
+
+All blurs use a circular boundary.
 """
 
 from __future__ import annotations
@@ -29,19 +43,24 @@ from exactps.operators import (
     SeparableSR,
     box_masks,
     gaussian_kernel,
+    line_kernels,
     motion_kernels,
+    random_box_masks,
     random_masks,
 )
 
 __all__ = [
     "NO_MEASUREMENT",
+    "PAPER_TASKS",
     "STANDARD_TASKS",
     "TASKS",
     "Task",
     "build_operator",
+    "check_simulated",
     "check_task_inputs",
     "get_task",
     "make_task_operator",
+    "simulated_tasks",
     "training_tasks",
 ]
 
@@ -54,7 +73,8 @@ Builder = Callable[[tuple[int, int, int], torch.Generator | None, torch.dtype, i
 class Task:
     """One entry of :data:`TASKS`.
 
-    ``family``: what kind of operator (``none``, ``sr``, ``inpaint``, ``deblur``, ``colorize``);
+    ``family``: what kind of operator (``none``, ``sr-<filter>-x<factor>``, ``inpaint``, ``deblur``,
+    ``colorize``): a model trained on one task of a family is expected to handle the others;
     ``build``: the operator for a batch (None: only from a user's ``accepts`` input);
     ``random``: whether ``build`` draws per batch element (else it is the same for every call and may
     be cached); ``accepts``: the user input that replaces the drawn part (``mask`` or ``kernel``);
@@ -115,6 +135,47 @@ def _deblur_motion(shape, generator, dtype, batch) -> LinearOperator:
     return Blur(motion_kernels(batch, _kernel_size(h, w), generator).to(dtype), shape)
 
 
+# -- the paper's task set (../BENCHMARK.md section 2): DPS/DAPS's 256 px settings carried to H = 64 and
+# scaled with H at other sizes (H = 32 on the CPU)
+
+
+def _odd(v: float, least: int = 3) -> int:
+    """The odd integer nearest to ``v`` (at least ``least``)."""
+    return max(least, 2 * round((v - 1) / 2) + 1)
+
+
+def _paper_inpaint_random(shape, generator, dtype, batch) -> LinearOperator:
+    """70% of the pixels missing, one mask for all channels, drawn per image."""
+    return Inpaint(random_masks(shape, batch, 0.7, generator).to(dtype), shape)
+
+
+def _paper_inpaint_box(shape, generator, dtype, batch) -> LinearOperator:
+    """One box per image, sides drawn in ``[H/4, H/2]``, at least ``H/16`` from every border."""
+    _, h, w = shape
+    side = min(h, w)
+    return Inpaint(
+        random_box_masks(shape, batch, (side // 4, side // 2), generator, margin=side // 16).to(dtype), shape
+    )
+
+
+def _paper_sr4(shape, generator, dtype, batch) -> LinearOperator:
+    """4x4 average pooling (its SVD is exact; the bicubic x4 stays as ``sr4``)."""
+    return AvgPoolSR(shape, 4, dtype=dtype)
+
+
+def _paper_deblur_gauss(shape, generator, dtype, batch) -> LinearOperator:
+    """11x11 Gaussian of std 0.75 at H = 64 (DPS: 61x61, std 3.0 at 256), scaled with H; circular."""
+    h = shape[1]
+    return Blur(gaussian_kernel(0.75 * h / 64, size=_odd(11 * h / 64)).to(dtype), shape)
+
+
+def _paper_deblur_motion(shape, generator, dtype, batch) -> LinearOperator:
+    """Line kernels of length in {7..15} px at H = 64 (scaled with H), angle uniform in [0, 180); circular."""
+    h = shape[1]
+    lengths = range(max(1, round(7 * h / 64)), max(1, round(15 * h / 64)) + 1)
+    return Blur(line_kernels(batch, _odd(max(lengths)), lengths, generator).to(dtype), shape)
+
+
 def _colorize(shape, generator, dtype, batch) -> LinearOperator:
     if shape[0] != 3:
         raise ValueError("colorize needs 3-channel images")
@@ -130,29 +191,66 @@ _HOLES = "the image with holes, R x R (the holes' values are ignored)"
 _BLURRED = "the blurred image, R x R"
 _GAUSS = "the blurred image, R x R (the training Gaussian blur, or --kernel)"
 _GREY = "the grayscale image, R x R (Rec. 601 luma)"
+_SR4_AVG = "the low-resolution image, R/4 x R/4 (4x4 average pooling)"
+_PAPER_GAUSS = "the blurred image, R x R (Gaussian, std 0.75 R/64, or --kernel)"
 
 TASKS: dict[str, Task] = {
-    "sr4": Task("sr", _sr4, measurement=_SR4, published="sr"),
-    "sr2-avg": Task("sr", _sr2_avg, measurement=_SR2),
+    "sr4": Task("sr-bicubic-x4", _sr4, measurement=_SR4, published="sr"),
+    "sr2-avg": Task("sr-avgpool-x2", _sr2_avg, measurement=_SR2),
     "inpaint-box": Task("inpaint", _inpaint_box, True, "mask", _HOLES, "inpainting"),
-    "inpaint-random": Task("inpaint", _inpaint_random, True, "mask", _HOLES, "inpainting"),
+    "inpaint-random": Task("inpaint", _inpaint_random, True, "mask", _HOLES, "inpainting_random"),
     "inpaint": Task("inpaint", None, accepts="mask", measurement=_HOLES),
     "deblur-gauss": Task("deblur", _deblur_gauss, False, "kernel", _GAUSS, "gaussian_deblur"),
     "deblur-motion": Task("deblur", _deblur_motion, True, "kernel", _BLURRED, "motion_deblur"),
     "deblur": Task("deblur", None, accepts="kernel", measurement=_BLURRED),
     "colorize": Task("colorize", _colorize, measurement=_GREY),
+    "paper-inpaint-random": Task("inpaint", _paper_inpaint_random, True, "mask", _HOLES, "inpainting_random"),
+    "paper-inpaint-box": Task("inpaint", _paper_inpaint_box, True, "mask", _HOLES, "inpainting"),
+    "paper-sr4": Task("sr-avgpool-x4", _paper_sr4, measurement=_SR4_AVG, published="sr"),
+    "paper-deblur-gauss": Task("deblur", _paper_deblur_gauss, False, "kernel", _PAPER_GAUSS, "gaussian_deblur"),
+    "paper-deblur-motion": Task("deblur", _paper_deblur_motion, True, "kernel", _BLURRED, "motion_deblur"),
     "none": Task("none", _none, measurement="nothing: prior samples"),
+}
+
+#: What a user's input is: input -> (the tasks that take it, its name in messages, the option that gives it).
+_INPUTS: dict[str, tuple[str, str, str]] = {
+    "mask": ("inpainting", "mask", "--mask M.png: white = observed"),
+    "kernel": ("deblurring", "blur kernel", "--kernel K.npy or K.png"),
 }
 
 #: The name of the task without measurement (``A = 0``).
 NO_MEASUREMENT = "none"
-#: The benchmark's task set, and the default training mixture.
+#: The exactness benchmark's task set, and the default training mixture.
 STANDARD_TASKS: tuple[str, ...] = ("sr4", "inpaint-box", "inpaint-random", "deblur-gauss", "deblur-motion")
+#: The image benchmark's task set (the EPS paper's five tasks; ../BENCHMARK.md section 2).
+PAPER_TASKS: tuple[str, ...] = (
+    "paper-inpaint-random",
+    "paper-inpaint-box",
+    "paper-sr4",
+    "paper-deblur-gauss",
+    "paper-deblur-motion",
+)
 
 
 def training_tasks() -> tuple[str, ...]:
     """The tasks whose operator can be drawn (usable in training and simulation): all but ``inpaint``, ``deblur``."""
     return tuple(name for name, task in TASKS.items() if task.build is not None)
+
+
+def simulated_tasks() -> tuple[str, ...]:
+    """The tasks whose operator can be drawn and that measure something: what a simulation needs
+    (``exactps verify``, the benchmarks)."""
+    return tuple(name for name, task in TASKS.items() if task.build is not None and task.measures)
+
+
+def check_simulated(names: Sequence[str]) -> None:
+    """``ValueError`` unless every task in ``names`` can be simulated (:func:`simulated_tasks`)."""
+    for name in names:
+        if name not in TASKS:
+            raise ValueError(f"unknown task {name!r}; choose one of {simulated_tasks()}")
+        if name not in simulated_tasks():
+            raise ValueError(f"task {name!r} cannot be simulated here (no drawn operator, or no measurement); "
+                             f"choose one of {simulated_tasks()}")  # fmt: skip
 
 
 def get_task(name: str) -> Task:
@@ -186,10 +284,10 @@ def check_task_inputs(task: str, has_mask: bool, has_kernel: bool, random_ok: bo
     for name, present in given.items():
         if present and entry.accepts != name:
             takers = ", ".join(n for n, t in TASKS.items() if t.accepts == name)
-            raise ValueError(f"a {name} only applies to the tasks {takers}, not {task!r}")
+            raise ValueError(f"a {name} only applies to the {_INPUTS[name][0]} tasks ({takers}), not {task!r}")
     if entry.needs_input(random_ok) and not given[entry.accepts]:  # type: ignore[index]
-        how = "--mask M.png: white = observed" if entry.accepts == "mask" else "--kernel K.npy or K.png"
-        raise ValueError(f"task {task!r} needs the {entry.accepts} of the measurement ({how})")
+        _, what, how = _INPUTS[entry.accepts]  # type: ignore[index]
+        raise ValueError(f"task {task!r} needs the {what} of the measurement ({how})")
 
 
 def build_operator(

@@ -27,7 +27,8 @@ from exactps.operators import LinearOperator
 from exactps.posterior import PosteriorPredictor
 from exactps.priors import FiniteImagePrior, GaussianMixture, dense_matrix
 from exactps.samplers import sample
-from exactps.tasks import make_task_operator
+from exactps.seeds import ExactnessSeed
+from exactps.tasks import check_simulated, make_task_operator
 
 __all__ = [
     "FULL_GRID",
@@ -82,8 +83,8 @@ def make_gmm_problem(
     post = prior.posterior(dense_matrix(op), y, sigma_y)
     reference = post.sample(n_samples, g)
     other = post.sample(n_samples, g)
-    floor = sliced_w2(other, reference, n_proj, torch.Generator().manual_seed(seed + 1))
-    return GMMProblem(prior, op, x0, y, sigma_y, post, reference, floor, n_proj, seed + 1)
+    floor = sliced_w2(other, reference, n_proj, torch.Generator().manual_seed(seed + ExactnessSeed.FLOOR))
+    return GMMProblem(prior, op, x0, y, sigma_y, post, reference, floor, n_proj, seed + ExactnessSeed.FLOOR)
 
 
 def gmm_sw2_ratio(problem: GMMProblem, samples: Tensor) -> float:
@@ -233,17 +234,19 @@ def exactness_table(
             progress(row)
 
     tasks, interpolants, samplers, nfes = list(tasks), list(interpolants), list(samplers), list(nfes)
+    check_simulated(tasks)
     for task in tasks:
         gp = make_gmm_problem(task, n_samples=gmm_samples, seed=seed)
-        for row in _grid("gmm", task, gp, gmm_samples, interpolants, samplers, nfes, seed + 7):
+        for row in _grid("gmm", task, gp, gmm_samples, interpolants, samplers, nfes, seed + ExactnessSeed.GMM_GRID):
             emit(row)
         if finite_atoms is None:
             continue
         fp = make_finite_problem(task, finite_atoms, seed=seed)
         f_interps, f_samplers = list(finite_interpolants or interpolants), list(finite_samplers or samplers)
-        for row in _grid("finite", task, fp, finite_samples, f_interps, f_samplers, nfes, seed + 11):
+        grid_seed = seed + ExactnessSeed.FINITE_GRID
+        for row in _grid("finite", task, fp, finite_samples, f_interps, f_samplers, nfes, grid_seed):
             emit(row)
-        g = torch.Generator().manual_seed(seed + 13)
+        g = torch.Generator().manual_seed(seed + ExactnessSeed.FINITE_EXACT)
         exact = torch.multinomial(fp.weights, finite_samples, replacement=True, generator=g)
         emit(Row("finite", task, "-", EXACT_FLOOR, 0, 0, "atom TV", atom_tv(exact, fp.weights)))
     return rows

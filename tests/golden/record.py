@@ -5,7 +5,8 @@ Only the CLI is used (its flags did not change), so the same script measures any
     python tests/golden/record.py --out tests/golden/figures.json [--full]
 
 It prints and writes: the rows of a small ``exactps verify`` grid (``--full``: ``verify --quick``),
-the per-step losses of a tiny ``exactps train`` run, and the PSNRs of ``exactps sample`` with the
+the per-step losses of tiny ``exactps train`` runs (EPS, conditional, denoiser; bicubic and average-pooling
+SR, inpainting, Gaussian and motion blur, colorization, ``A = 0``), and the PSNRs of ``exactps sample`` with the
 shipped ``models/sr4-tiny-16px`` on a scikit-image photograph, with the file names it writes.
 """
 
@@ -31,6 +32,24 @@ TRAIN = [
     "--sigma-y", "0.01,0.2", "--steps", "4", "--batch", "4", "--warmup", "2", "--log-every", "1",
     "--ckpt-every", "2", "--grid-every", "4", "--seed", "0", "--no-progress",
 ]  # fmt: skip
+#: More objectives and operators (3 steps each): name -> options replacing those of TRAIN.
+TRAIN_VARIANTS = {
+    "conditional": ["--objective", "conditional", "--task", "deblur-motion,sr2-avg"],
+    "denoiser": ["--objective", "denoiser", "--task", "none", "--conditioning", "none"],
+    "eps-colorize-none": ["--task", "colorize,deblur-gauss,inpaint-random,none", "--conditioning", "map"],
+    "eps-scalar": ["--task", "deblur-motion", "--conditioning", "scalar"],
+}
+
+
+def _with(base: list[str], changes: list[str]) -> list[str]:
+    """``base`` with the options in ``changes`` replaced (or added)."""
+    out = list(base)
+    for opt, value in zip(changes[::2], changes[1::2], strict=True):
+        if opt in out:
+            out[out.index(opt) + 1] = value
+        else:
+            out += [opt, value]
+    return out
 
 
 def verify_rows(tmp: Path, full: bool) -> list[dict]:
@@ -41,10 +60,18 @@ def verify_rows(tmp: Path, full: bool) -> list[dict]:
     return [{k: r[k] for k in ("prior", "task", "interpolant", "sampler", "nfe", "value")} for r in rows]
 
 
-def train_losses(tmp: Path) -> list[float]:
-    run = tmp / "run"
-    assert exactps(["train", *TRAIN, "--out", str(run)]) == 0
+def train_losses(tmp: Path, options: list[str] = TRAIN, name: str = "run") -> list[float]:
+    run = tmp / name
+    assert exactps(["train", *options, "--out", str(run)]) == 0
     return [json.loads(line)["loss"] for line in (run / "log.jsonl").read_text().splitlines()]
+
+
+def variant_losses(tmp: Path) -> dict[str, list[float]]:
+    """The losses of 3 steps of each of :data:`TRAIN_VARIANTS`."""
+    out = {}
+    for name, changes in TRAIN_VARIANTS.items():
+        out[name] = train_losses(tmp, _with(TRAIN, [*changes, "--steps", "3"]), name)
+    return out
 
 
 def photo(path: Path) -> Path:
@@ -70,6 +97,7 @@ def record(full: bool = False) -> dict:
         return {
             "verify": verify_rows(tmp, full),
             "train_losses": train_losses(tmp),
+            "variant_losses": variant_losses(tmp),
             "sample": sample_figures(tmp),
         }
 

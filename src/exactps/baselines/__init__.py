@@ -1,5 +1,5 @@
-"""Training-free posterior samplers used as baselines: DPS, PiGDM, DDRM, DiffPIR, DDNM and DDNM+,
-one module each, and their table :data:`BASELINES` (one entry per method).
+"""Training-free posterior samplers used as baselines: DPS, PiGDM, DDRM, DiffPIR, DDNM and DDNM+, DAPS
+and MPGD, one module each, and their table :data:`BASELINES` (one entry per method).
 
 Every baseline consumes the same x0-predictor of the *unconditional* prior that the EPS samplers
 use (``(x_t, t) -> E[x0 | x_t]``, e.g. ``PosteriorPredictor(gmm.denoise, interp)`` with no
@@ -13,7 +13,7 @@ of network evaluations ``nfe`` and of vector-Jacobian products (backward passes)
 Notation per step ``t -> t'``: ``x0 = f(x_t, t)``, ``e = (x_t - a x0) / s``, ``z ~ N(0, I)``,
 ``r = y - A x0``, ``A = U diag(k) V^T``; a prime marks the next time.
 
-Defaults and their sources (``steps`` network evaluations on :func:`ddpm_grid`)
+Defaults and their sources (``steps`` network evaluations on :func:`ddpm_grid`; DAPS: on its own grid)
 
 =======  =====  =======  ===================================  =========================================================
 method   steps  grid     hyper-parameters                     source
@@ -39,18 +39,32 @@ DiffPIR  100    quad     ``lam = 1.0``, ``zeta = 0.1``;       Zhu et al. 2023 (C
                          ``s_y`` on ``[0, 1]`` images         ``configs/deblur.yaml`` (``lambda_`` 1, ``zeta`` 0.1,
                                                               ``iter_num`` 100, ``skip_type`` quad); other tasks in
                                                               :data:`DIFFPIR_ZETA`
-DDNM     100    uniform  ``eta = 0.85``, no time travel;      Wang et al. 2023 (ICLR), Alg. 1 and Eq. 17-19;
-                         DDNM+ when ``s_y > 0``               wyhuai/DDNM ``main.py`` (``--eta 0.85``),
-                                                              ``configs/celeba_hq.yml`` (``T_sampling`` 100, travel
-                                                              length and repeat 1), ``functions/svd_ddnm.py``,
-                                                              ``functions/svd_operators.py`` (``Lambda``,
-                                                              ``Lambda_noise``); runner: DDNM+ iff ``sigma_y > 0``
+DDNM     100    uniform  ``eta = 0.85``, time travel off      Wang et al. 2023 (ICLR), Alg. 1 and Eq. 17-19;
+                         (``travel_length`` and               wyhuai/DDNM ``main.py`` (``--eta 0.85``),
+                         ``travel_repeat`` 1); DDNM+ when     ``configs/celeba_hq.yml`` (``T_sampling`` 100, travel
+                         ``s_y > 0``                          length and repeat 1), ``functions/svd_ddnm.py``
+                                                              (``get_schedule_jump``), ``functions/svd_operators.py``
+                                                              (``Lambda``, ``Lambda_noise``); runner: DDNM+ iff
+                                                              ``sigma_y > 0``
+DAPS     1000   poly-7   200 annealing levels ``s/a`` from    Zhang et al. 2025 (CVPR; arXiv:2407.01521), Alg. 1;
+                (s/a)    100 to 0.1 (:func:`daps_grid`), 5    zhangbingliang2019/DAPS first release (25471a8):
+                         Euler ODE steps each (to 0.01);      ``sampler.py``, ``config/sampler/edm_daps.yaml``,
+                         Langevin: 100 steps, ``lr`` 1e-4     ``config/task/*.yaml``; ``commands/pixel_ffhq.sh``
+                         decayed linearly by 100x, ``tau``    (200 x 5 = DAPS-1K); per-task ``lr`` in :data:`DAPS_LR`;
+                         0.01, ``r_i = sigma_i``              100-NFE split (ours) in :data:`DAPS_PRESETS`
+MPGD     100    uniform  ``eta = 0.5``, ``scale = 4`` on      He et al. 2024 (ICLR), Alg. 1 (pixel space, w/o
+                         ``grad_x0 ||r||`` (no VJP), divided  projection); KellyYutongHe/mpgd_pytorch ``linear_inv/``:
+                         by ``a'`` (``sqrt(abar_{t-1})``)     ``condition_methods.py`` (``WoProjSampling``),
+                                                              ``guided_gaussian_diffusion.py`` (``DDIMx0``),
+                                                              ``configs/mgpd_diffusion_config.yaml`` (eta 0.5),
+                                                              ``scripts/wo_proj_ffhq_super_resolution.sh`` (100
+                                                              steps, scale 4); other tasks in :data:`MPGD_SCALE`
 =======  =====  =======  ===================================  =========================================================
 
-Operators: DPS needs only ``A`` and ``A^T``; PiGDM and DiffPIR need ``(w A^T A + c I)^{-1} A^T``
-(closed form for a :class:`~exactps.operators.base.SpectralOperator`, conjugate gradients for a
-:class:`~exactps.operators.base.MatrixFreeOperator`); DDRM and DDNM work in the SVD basis and
-need a :class:`~exactps.operators.base.SpectralOperator`. Singular values below
+Operators: DPS, DAPS and MPGD need only ``A`` and ``A^T``; PiGDM and DiffPIR need
+``(w A^T A + c I)^{-1} A^T`` (closed form for a :class:`~exactps.operators.base.SpectralOperator`,
+conjugate gradients for a :class:`~exactps.operators.base.MatrixFreeOperator`); DDRM and DDNM work
+in the SVD basis and need a :class:`~exactps.operators.base.SpectralOperator`. Singular values below
 ``rcond * max k`` count as zero, as in the pivot.
 """
 
@@ -59,23 +73,35 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from exactps.baselines.common import BaselineOutput, ddpm_grid
-from exactps.baselines.ddnm import ddnm_sample
+from exactps.baselines.daps import DAPS_LR, DAPS_PRESETS, daps_grid, daps_sample
+from exactps.baselines.ddnm import ddnm_sample, travel_schedule
 from exactps.baselines.ddrm import ddrm_sample
-from exactps.baselines.diffpir import DIFFPIR_ZETA, diffpir_sample
+from exactps.baselines.diffpir import DIFFPIR_STEPS, DIFFPIR_ZETA, diffpir_sample
 from exactps.baselines.dps import DPS_ZETA, dps_sample
+from exactps.baselines.mpgd import MPGD_SCALE, mpgd_sample
 from exactps.baselines.pigdm import pigdm_sample
 
 __all__ = [
     "BASELINES",
+    "DAPS_LR",
+    "DAPS_PRESETS",
+    "DIFFPIR_STEPS",
     "DIFFPIR_ZETA",
     "DPS_ZETA",
+    "MPGD_SCALE",
+    "PUBLISHED_PER_TASK",
     "BaselineOutput",
+    "daps_grid",
+    "daps_sample",
     "ddnm_sample",
     "ddpm_grid",
     "ddrm_sample",
     "diffpir_sample",
     "dps_sample",
+    "mpgd_sample",
     "pigdm_sample",
+    "published_settings",
+    "travel_schedule",
 ]
 
 #: name -> sampler, all called as ``fn(predict, interp, operator, y, sigma_y, x_init, ts=None,
@@ -86,4 +112,24 @@ BASELINES: dict[str, Callable[..., BaselineOutput]] = {
     "ddrm": ddrm_sample,
     "diffpir": diffpir_sample,
     "ddnm": ddnm_sample,
+    "daps": daps_sample,
+    "mpgd": mpgd_sample,
 }
+
+
+#: The per-task settings of the official configs: method -> keyword -> (task key -> value). The task
+#: key is the ``published`` field of :data:`exactps.tasks.TASKS` (``sr``, ``inpainting``,
+#: ``inpainting_random``, ``gaussian_deblur``, ``motion_deblur``).
+PUBLISHED_PER_TASK: dict[str, dict[str, dict[str, float]]] = {
+    "dps": {"zeta": DPS_ZETA},
+    "diffpir": {"zeta": DIFFPIR_ZETA, "steps": DIFFPIR_STEPS},
+    "daps": {"lr": DAPS_LR},
+    "mpgd": {"scale": MPGD_SCALE},
+}
+
+
+def published_settings(method: str, published_key: str | None) -> dict[str, float]:
+    """The official per-task keyword arguments of ``method`` for a task's ``published`` key (empty where
+    the official configs have none: the sampler's defaults apply)."""
+    tables = PUBLISHED_PER_TASK.get(method, {})
+    return {param: table[published_key] for param, table in tables.items() if published_key in table}

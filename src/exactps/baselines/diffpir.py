@@ -21,10 +21,18 @@ from exactps.interpolants import Interpolant, X0Predictor
 from exactps.operators.base import LinearOperator
 from exactps.samplers import alpha_sigma, gaussian_like
 
-__all__ = ["DIFFPIR_ZETA", "diffpir_sample"]
+__all__ = ["DIFFPIR_STEPS", "DIFFPIR_ZETA", "diffpir_sample"]
 
 #: DiffPIR ``zeta`` of the official configs; inpainting runs 20 steps there, the others 100.
-DIFFPIR_ZETA: dict[str, float] = {"deblur": 0.1, "sr": 0.25, "inpainting": 1.0}
+DIFFPIR_ZETA: dict[str, float] = {
+    "gaussian_deblur": 0.1,  # configs/deblur.yaml serves both blurs
+    "motion_deblur": 0.1,
+    "sr": 0.25,
+    "inpainting": 1.0,
+    "inpainting_random": 1.0,
+}
+#: DiffPIR's step counts where the official config differs from the default 100.
+DIFFPIR_STEPS: dict[str, int] = {"inpainting": 20, "inpainting_random": 20}
 
 def diffpir_sample(
     predict: X0Predictor,

@@ -23,7 +23,13 @@ from exactps.samplers import alpha_sigma, gaussian_like
 __all__ = ["DPS_ZETA", "dps_sample"]
 
 #: DPS step sizes ``zeta`` of the official configs (FFHQ/ImageNet, ``s_y = 0.05``).
-DPS_ZETA: dict[str, float] = {"sr": 0.3, "inpainting": 0.5, "gaussian_deblur": 0.3, "motion_deblur": 0.3}
+DPS_ZETA: dict[str, float] = {
+    "sr": 0.3,
+    "inpainting": 0.5,
+    "inpainting_random": 0.5,  # the same inpainting config serves box and random masks
+    "gaussian_deblur": 0.3,
+    "motion_deblur": 0.3,
+}
 
 def dps_sample(
     predict: X0Predictor,

@@ -7,21 +7,16 @@ from collections.abc import Callable
 
 import torch
 
-__all__ = ["csv_list", "device", "floats"]
+__all__ = ["csv_list", "device"]
 
 
-def csv_list(kind: type = str) -> Callable[[str], list]:
-    """A comma-separated list of ``kind`` (empty items dropped)."""
+def csv_list(kind: type = str) -> Callable[[str], tuple]:
+    """A comma-separated tuple of ``kind`` (empty items dropped)."""
 
-    def parse(text: str) -> list:
-        return [kind(v) for v in text.split(",") if v]
+    def parse(text: str) -> tuple:
+        return tuple(kind(v) for v in text.split(",") if v)
 
     return parse
-
-
-def floats(text: str) -> tuple[float, ...]:
-    """A comma-separated tuple of floats."""
-    return tuple(float(v) for v in text.split(",") if v)
 
 
 def device(text: str) -> str:

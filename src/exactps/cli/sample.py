@@ -51,9 +51,9 @@ def _task_lines() -> str:
     lines = []
     for name, task in TASKS.items():
         need = ""
-        if task.accepts is not None and task.build is None:
-            need = f"; needs --{task.accepts}"
-        elif task.accepts is not None and task.random:
+        if task.needs_input(random_ok=True):
+            need = f"; needs --{task.accepts} in both modes"
+        elif task.needs_input(random_ok=False):
             need = f"; needs --{task.accepts} (simulation: random if absent)"
         text = f"{name:<20} {task.measurement}{need}"
         lines.append(textwrap.fill(text, 100, initial_indent="  ", subsequent_indent=" " * 23))

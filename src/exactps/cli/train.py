@@ -11,7 +11,7 @@ from typing import Any
 import torch.distributed as dist
 
 from exactps.checkpoint import find_checkpoint
-from exactps.cli.options import floats
+from exactps.cli.options import csv_list
 from exactps.data import open_data
 from exactps.models import OBJECTIVES, ModelConfig, get_objective
 from exactps.networks import CONDITIONINGS, PRESETS
@@ -38,10 +38,12 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     p.add_argument("--objective", choices=tuple(OBJECTIVES), default=None, help=f"default {d.objective}")
     p.add_argument(
         "--task",
+        type=csv_list(),
         default=None,
         help=f"comma list of tasks ({', '.join(training_tasks())}); default {','.join(d.tasks)}",
     )
-    p.add_argument("--task-probs", type=floats, default=None, help="comma list of task weights (default uniform)")
+    p.add_argument("--task-probs", type=csv_list(float), default=None, help="task weights, comma list (default equal)")
+    floats = csv_list(float)
     p.add_argument("--sigma-y", type=floats, default=None, help="s_y, or lo,hi drawn per sample (default 0.05)")
     p.add_argument("--data", default=None, help="image folder, or 'builtin' (scikit-image photographs)")
     p.add_argument("--size", type=int, default=None, help="training image size (default: the preset's)")
@@ -57,7 +59,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     p.add_argument("--batch", type=int, default=None, help=f"global batch size (default {d.batch_size})")
     p.add_argument("--micro-batch", type=int, default=None, help="images per forward pass (default batch/world)")
     p.add_argument("--lr", type=float, default=None, help=f"default {d.lr}")
-    p.add_argument("--betas", type=floats, default=None, help="AdamW betas b1,b2 (default 0.9,0.999)")
+    p.add_argument("--betas", type=csv_list(float), default=None, help="AdamW betas b1,b2 (default 0.9,0.999)")
     p.add_argument("--weight-decay", type=float, default=None)
     p.add_argument("--warmup", type=int, default=None, help=f"linear LR warm-up steps (default {d.warmup_steps})")
     p.add_argument("--ema", type=float, default=None, help=f"EMA decay per step (default {d.ema_decay})")
@@ -113,9 +115,7 @@ def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
         v = getattr(args, opt, None)
         if v is None:
             continue
-        if opt == "task":
-            v = tuple(t for t in v.split(",") if t)
-        elif opt == "sigma_y":
+        if opt == "sigma_y":
             v = v[0] if len(v) == 1 else tuple(v)
         elif opt == "grad_clip":
             v = None if v <= 0 else v

@@ -12,6 +12,7 @@ import torch
 from exactps.cli.options import csv_list
 from exactps.data import builtin_crops
 from exactps.files import existing_outputs, write_rows
+from exactps.tasks import check_simulated
 from exactps.verify import FULL_GRID, QUICK_GRID, exactness_table, format_table
 
 __all__ = ["add", "run"]
@@ -53,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
     interps = args.interpolants or list(grid.interpolants)
     samplers = args.samplers or list(grid.samplers)
     nfes = args.nfe or list(grid.nfes)
+    check_simulated(tasks)  # before any output
     if args.out is not None and not args.force and existing_outputs(args.out, (".csv", ".json")):
         return 2
     atoms = None

@@ -7,7 +7,14 @@ from exactps.operators.base import (
     conjugate_gradient,
 )
 from exactps.operators.dense import DenseOperator
-from exactps.operators.generators import box_masks, gaussian_kernel, motion_kernels, random_masks
+from exactps.operators.generators import (
+    box_masks,
+    gaussian_kernel,
+    line_kernels,
+    motion_kernels,
+    random_box_masks,
+    random_masks,
+)
 from exactps.operators.library import (
     AvgPoolSR,
     Blur,
@@ -35,6 +42,8 @@ __all__ = [
     "conjugate_gradient",
     "from_physics",
     "gaussian_kernel",
+    "line_kernels",
     "motion_kernels",
+    "random_box_masks",
     "random_masks",
 ]

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import math
 import operator
+from collections.abc import Sequence
 
 import deepinv as dinv
 import torch
 from torch import Tensor
 
-__all__ = ["box_masks", "gaussian_kernel", "motion_kernels", "random_masks"]
+__all__ = ["box_masks", "gaussian_kernel", "line_kernels", "motion_kernels", "random_box_masks", "random_masks"]
 
 
 def _positive_int(name: str, v: int) -> int:
@@ -66,6 +68,65 @@ def box_masks(
     for i in range(batch):
         masks[i, :, top[i] : top[i] + bh, left[i] : left[i] + bw] = 0.0
     return masks
+
+
+def random_box_masks(
+    img_shape: tuple[int, ...],
+    batch: int,
+    sides: tuple[int, int],
+    generator: torch.Generator | None = None,
+    margin: int = 0,
+) -> Tensor:
+    """``(batch, 1, H, W)`` masks with one box of zeros per image: its height and width drawn uniformly
+    from the integers in ``[sides[0], sides[1]]`` (independently), its position uniformly among those
+    that keep ``margin`` pixels from every border (DAPS's box inpainting, with random sides)."""
+    _, h, w = _img_shape(img_shape)
+    _positive_int("batch", batch)
+    lo, hi = sides
+    if not 1 <= lo <= hi or hi + 2 * margin > min(h, w) or margin < 0:
+        raise ValueError(f"box sides {sides} with margin {margin} do not fit in a {h}x{w} image")
+    heights = torch.randint(lo, hi + 1, (batch,), generator=generator)
+    widths = torch.randint(lo, hi + 1, (batch,), generator=generator)
+    masks = torch.ones(batch, 1, h, w)
+    for i in range(batch):
+        bh, bw = int(heights[i]), int(widths[i])
+        top = int(torch.randint(margin, h - margin - bh + 1, (1,), generator=generator))
+        left = int(torch.randint(margin, w - margin - bw + 1, (1,), generator=generator))
+        masks[i, :, top : top + bh, left : left + bw] = 0.0
+    return masks
+
+
+def line_kernels(
+    batch: int,
+    size: int,
+    lengths: Sequence[int],
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """``(batch, 1, size, size)`` linear motion-blur kernels summing to 1: a segment through the centre
+    of length ``L`` (uniform over ``lengths``) at an angle uniform in ``[0, 180)`` degrees, rasterised
+    by bilinear splatting of ``8 L + 1`` equally spaced points (anti-aliased, exactly centred)."""
+    _positive_int("batch", batch)
+    _positive_int("size", size)
+    options = torch.as_tensor(list(lengths), dtype=torch.float64)
+    if options.numel() == 0 or bool((options < 1).any()) or float(options.max()) > size:
+        raise ValueError(f"lengths {list(lengths)} must be >= 1 and fit in a {size}x{size} kernel")
+    pick = torch.randint(0, options.numel(), (batch,), generator=generator)
+    angle = torch.rand(batch, generator=generator, dtype=torch.float64) * math.pi
+    out = torch.zeros(batch, size * size, dtype=torch.float64)
+    centre = (size - 1) / 2
+    for i in range(batch):
+        length = float(options[pick[i]])
+        t = torch.linspace(-(length - 1) / 2, (length - 1) / 2, int(8 * length) + 1, dtype=torch.float64)
+        rows, cols = centre - t * math.sin(angle[i]), centre + t * math.cos(angle[i])
+        r0, c0 = rows.floor(), cols.floor()
+        for dr in (0, 1):
+            for dc in (0, 1):
+                weight = (1 - (rows - r0 - dr).abs()) * (1 - (cols - c0 - dc).abs())
+                r, c = (r0 + dr).long(), (c0 + dc).long()
+                inside = (r >= 0) & (r < size) & (c >= 0) & (c < size)
+                out[i].index_add_(0, (r * size + c)[inside], weight[inside])
+    out = out / out.sum(dim=1, keepdim=True)
+    return out.float().reshape(batch, 1, size, size)
 
 
 def gaussian_kernel(sigma: float, size: int | None = None) -> Tensor:

@@ -68,7 +68,7 @@ def is_indexable(data: Any) -> bool:
 class StepBatches(Dataset):
     """The images of shard ``j`` of step ``k`` as a pure function of ``(seed, k, j)``: ``self[(k, j)]``.
 
-    * an object with ``sample(n, generator)`` (a prior, :class:`BuiltinSource`): drawn with a
+    * an object with ``sample(n, generator)`` (a prior, :class:`exactps.data.BuiltinSource`): drawn with a
       generator seeded by ``(seed, k, j)``;
     * a map-style dataset or a tensor of images: the global batch of step ``k`` is positions
       ``[k B, (k+1) B)`` of the endless concatenation of per-epoch permutations (seeded by

@@ -9,7 +9,7 @@ Reproducibility
 ---------------
 Every random draw of step ``k`` is a pure function of ``(seed, k)``: the task of the step, and, for
 each *shard* (micro-batch) ``j`` of the global batch, its images, masks/kernels, ``rho``, noises and
-dropout come from generators seeded by ``(seed, k, j)`` (:class:`exactps.data.TrainSeed`). Hence
+dropout come from generators seeded by ``(seed, k, j)`` (:class:`exactps.seeds.TrainSeed`). Hence
 
 * resuming from a checkpoint (weights, EMA, optimizer, step) gives bitwise the same subsequent
   losses on the CPU as an uninterrupted run;
@@ -158,11 +158,7 @@ class Trainer:
                 }
             )
 
-    # -- schedule -----------------------------------------------------------------------------------------
-    def lr_at(self, step: int) -> float:
-        """The learning rate of ``step`` (:meth:`TrainConfig.lr_at`)."""
-        return self.config.lr_at(step)
-
+    # -- the task of a step ----------------------------------------------------------------------------
     def task_at(self, step: int) -> str:
         """The task of ``step`` (one per step, drawn from ``task_probs`` with a ``(seed, step)`` generator);
         ``none`` for an objective trained without measurements."""
