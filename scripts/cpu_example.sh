@@ -2,7 +2,7 @@
 # The README's CPU example of `exactps bench images`: two `tiny` models trained for 1200 steps of 32
 # images on 32x32 faces (an unconditional prior for the baselines, and EPS from scratch on the five
 # paper-* tasks, one process each, side by side), then the benchmark on 8 test images x 4 samples,
-# with the baselines tuned on 4 validation images. About 100 minutes on 2 CPU cores.
+# with the baselines tuned on 4 validation images. About 65 minutes on 2 CPU cores.
 #
 #   scripts/cpu_example.sh DATA WEIGHTS OUT     (DATA holds faces/{train,val,test}; WEIGHTS the LPIPS files)
 set -euo pipefail

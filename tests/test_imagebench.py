@@ -20,10 +20,12 @@ from PIL import Image
 from exactps.baselines import BASELINES
 from exactps.cli import main
 from exactps.imagebench import BenchConfig, load_images, make_problem
-from exactps.imagebench.methods import BASELINE_BUDGETS, baseline_budgets, reference_method
+from exactps.imagebench.methods import BASELINE_BUDGETS, baseline_budgets, baseline_method, reference_method
 from exactps.imagebench.tuning import TUNING_GRIDS, candidates, published_point
+from exactps.loading import load_model
 from exactps.metrics import psnr
 from exactps.posterior import measurement_image
+from exactps.tasks import PAPER_TASKS
 
 PIXEL_METRICS = "psnr,psnr_mean,ssim,crps_pix,mmd_pix,coverage"
 
@@ -139,3 +141,34 @@ def test_config_validation():
         BenchConfig(sigma_y=math.inf).validate()
     with pytest.raises(ValueError, match="images >= 2"):
         BenchConfig(images=1).validate()
+
+
+#: Tiny budgets: every baseline, a few network calls each.
+_SMALL = {"dps": {"steps": 3}, "pigdm": {"steps": 3}, "ddrm": {"steps": 3}, "diffpir": {"steps": 3},
+          "ddnm": {"steps": 3}, "daps": {"annealing_steps": 2, "ode_steps": 1, "langevin_steps": 2},
+          "mpgd": {"steps": 3}}  # fmt: skip
+
+
+def test_every_baseline_runs_on_a_trained_prior(runs, folders):
+    """The baselines' x0-predictor is the learned unconditional denoiser (a LoadedModel), like EPS's."""
+    assert set(_SMALL) == set(BASELINES)
+    prior = load_model(runs["denoiser"], device="cpu")
+    x0, names = load_images(folders[0], 2, 16)
+    problem = make_problem("paper-deblur-gauss", x0, names, 0.05, seed=0)
+    for name, budget in _SMALL.items():
+        method = baseline_method(prior, name, problem.task, budget)
+        x, nfe, vjp = method.draw(problem, torch.Generator().manual_seed(0))
+        assert x.shape == x0.shape and bool(torch.isfinite(x).all()), name
+        assert nfe >= 2 and vjp in (0, nfe), name
+
+
+def test_every_tuning_candidate_is_a_valid_setting(runs, folders):
+    """Each point of every grid runs (with a tiny budget) on every paper task: no grid value is refused."""
+    prior = load_model(runs["denoiser"], device="cpu")
+    x0, names = load_images(folders[0], 1, 16)
+    for task in PAPER_TASKS:
+        problem = make_problem(task, x0, names, 0.05, seed=0)
+        for name in TUNING_GRIDS:
+            for point in candidates(name, task):
+                x, _, _ = baseline_method(prior, name, task, _SMALL[name], point).draw(problem, torch.Generator())
+                assert x.shape == x0.shape, (name, task, point)

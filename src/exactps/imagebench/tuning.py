@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import inspect
 import itertools
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -42,7 +43,7 @@ TUNING_GRIDS: dict[str, dict[str, Grid]] = {
     "dps": {"zeta": Grid((0.25, 0.5, 1.0, 2.0, 4.0), relative=True)},  # the step size
     "pigdm": {"guidance": Grid((0.5, 1.0, 2.0)), "eta": Grid((0.0, 1.0))},
     "ddrm": {"eta": Grid((0.5, 0.85, 1.0)), "eta_b": Grid((0.5, 1.0))},
-    "diffpir": {"lam": Grid((1.0, 7.0)), "zeta": Grid((0.3, 1.0, 3.0), relative=True)},
+    "diffpir": {"lam": Grid((1.0, 7.0)), "zeta": Grid((0.1, 0.3, 1.0))},  # zeta in [0, 1]
     "ddnm": {"eta": Grid((0.5, 0.85, 1.0))},
     "daps": {"lr": Grid((0.25, 1.0, 4.0), relative=True)},  # the Langevin step size
     "mpgd": {"scale": Grid((0.03, 0.1, 0.3, 1.0), relative=True)},  # published for 256x256x3 images
@@ -82,7 +83,12 @@ def tune(prior: LoadedModel, name: str, budget: Mapping[str, Any], validation: P
     scores = []
     for point in candidates(name, validation.task):
         method = baseline_method(prior, name, validation.task, budget, point)
-        x, _, _ = method.draw(validation, torch.Generator(device=validation.x0.device).manual_seed(g_seed))
+        try:
+            x, _, _ = method.draw(validation, torch.Generator(device=validation.x0.device).manual_seed(g_seed))
+        except (ValueError, FloatingPointError) as err:  # a setting the sampler refuses, or a diverged run
+            warnings.warn(f"tuning {name} on {validation.task}: {point} failed ({err})", RuntimeWarning, stacklevel=2)
+            scores.append((point, float("-inf")))
+            continue
         score = float(psnr(x.clamp(-1, 1), validation.x0).mean())
         scores.append((point, score if score == score else float("-inf")))  # NaN (diverged) ranks last
     best = max(range(len(scores)), key=lambda i: scores[i][1])  # the first maximum: the published one on a tie
