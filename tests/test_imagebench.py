@@ -172,3 +172,24 @@ def test_every_tuning_candidate_is_a_valid_setting(runs, folders):
             for point in candidates(name, task):
                 x, _, _ = baseline_method(prior, name, task, _SMALL[name], point).draw(problem, torch.Generator())
                 assert x.shape == x0.shape, (name, task, point)
+
+
+def test_diverged_samples_are_counted_and_lpips_needs_32_px(runs, folders):
+    from exactps.imagebench.methods import Method
+    from exactps.imagebench.run import _sample, run_image_benchmark
+    from exactps.imagebench.scoring import Scorer
+
+    x0, names = load_images(folders[0], 2, 16)
+    problem = make_problem("paper-sr4", x0, names, 0.05, seed=0)
+
+    def half_nan(problem, generator):
+        x = problem.x0.clone()
+        x[0] = math.nan
+        return x, 1, 0
+
+    xs, _, _, _, nonfinite = _sample(Method("nan", half_nan), problem, 2, seed=0)
+    assert nonfinite == 0.5 and bool(torch.isfinite(xs).all())
+    eps = load_model(runs["eps"], device="cpu")
+    config = BenchConfig(tasks=("paper-sr4",), images=2, metrics=("psnr", "lpips"), tune=False)
+    with pytest.raises(ValueError, match="at least 32x32"):
+        run_image_benchmark(config, (x0, names), eps=[eps], scorer=Scorer(("psnr",)), progress=False)

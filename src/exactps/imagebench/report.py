@@ -47,7 +47,8 @@ def format_task(result: TaskResult, metrics: tuple[str, ...], n_images: int, sam
                 cells.append(_cell(*row.set_scores[m], _label(m)[1]))
             else:
                 cells.append("")
-        lines.append(f"| {row.method} | {row.nfe} | {row.vjp} | {row.sec_per_sample:.3g} | " + " | ".join(cells) + " |")
+        name = row.method + (f" ({100 * row.nonfinite:.0f}% diverged)" if row.nonfinite else "")
+        lines.append(f"| {name} | {row.nfe} | {row.vjp} | {row.sec_per_sample:.3g} | " + " | ".join(cells) + " |")
     if result.tuning:
         lines += ["", "tuned on the validation images (mean PSNR of one sample per image):"]
         for name, tuned in result.tuning.items():
@@ -76,7 +77,8 @@ def result_rows(results: BenchResults) -> list[dict[str, Any]]:
         for r in task.rows:
             row: dict[str, Any] = {"task": task.task, "method": r.method, "tuned": r.tuned, "nfe": r.nfe, "vjp": r.vjp,
                                    "sec_per_sample": r.sec_per_sample, "images": results.config.images,
-                                   "samples": results.config.samples, "sigma_y": results.config.sigma_y}  # fmt: skip
+                                   "samples": results.config.samples, "sigma_y": results.config.sigma_y,
+                                   "nonfinite": r.nonfinite}  # fmt: skip
             for m in results.config.metrics:
                 if m in r.scores:
                     row[m], row[f"{m}_se"] = r.scores[m].mean, r.scores[m].se

@@ -89,6 +89,7 @@ class MethodResult:
     sec_per_sample: float
     scores: dict[str, Aggregate]
     set_scores: dict[str, tuple[float, float]] = field(default_factory=dict)
+    nonfinite: float = 0.0  # fraction of samples with NaN / inf values (diverged), scored as clamped zeros
 
 
 @dataclass
@@ -107,11 +108,12 @@ class BenchResults:
     environment: dict[str, Any]
 
 
-def _sample(method: Method, problem: Problem, j_count: int, seed: int) -> tuple[Tensor, int, int, float]:
-    """``(J, N, C, H, W)`` samples (clamped to [-1, 1]), NFE and VJP per sample, seconds per sample."""
+def _sample(method: Method, problem: Problem, j_count: int, seed: int) -> tuple[Tensor, int, int, float, float]:
+    """``(J, N, C, H, W)`` samples (clamped to [-1, 1]), NFE and VJP per sample, seconds per sample, and
+    the fraction of samples that held NaN or infinite values (replaced, so that they score as failures)."""
     key = task_key(problem.task)
     device = problem.x0.device
-    xs, nfe, vjp, seconds = [], 0, 0, 0.0
+    xs, nfe, vjp, seconds, bad = [], 0, 0, 0.0, 0
     for j in range(j_count):
         g = torch.Generator(device=device).manual_seed(derive_seed(seed, BenchSeed.SAMPLE, key, j))
         if device.type == "cuda":
@@ -121,10 +123,12 @@ def _sample(method: Method, problem: Problem, j_count: int, seed: int) -> tuple[
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         seconds += time.perf_counter() - start
-        if not bool(torch.isfinite(x).all()):
-            x = torch.nan_to_num(x, nan=0.0, posinf=1.0, neginf=-1.0)  # a diverged sampler scores as such
+        finite = torch.isfinite(x).flatten(1).all(1)
+        bad += int((~finite).sum())
+        x = torch.nan_to_num(x, nan=0.0, posinf=1.0, neginf=-1.0)  # a diverged sample scores as such
         xs.append(x.detach().clamp(-1, 1))
-    return torch.stack(xs), nfe, vjp, seconds / (j_count * problem.x0.shape[0])
+    count = j_count * problem.x0.shape[0]
+    return torch.stack(xs), nfe, vjp, seconds / count, bad / count
 
 
 @torch.no_grad()
@@ -202,6 +206,8 @@ def run_image_benchmark(
             raise ValueError(f"{m.source} is an unconditional model ({m.objective}): pass it as the prior")
     if config.tune and prior is not None and config.baselines and validation is None:
         raise ValueError("tuning the baselines needs validation images (or turn tuning off)")
+    if "lpips" in config.metrics and min(x0.shape[-2:]) < 32:
+        raise ValueError(f"LPIPS needs images of at least 32x32 (AlexNet), got {tuple(x0.shape[-2:])}: drop lpips")
     scorer = scorer or Scorer(config.metrics, device=device)
     truth_features = scorer.features_of(x0[None].to(device))[0] if scorer.inception is not None else None
     results = []
@@ -216,11 +222,12 @@ def run_image_benchmark(
         methods, tuning = _methods(task, prior, eps, conditional, config, val)
         rows, pictures = [], []
         for method in tqdm(methods, unit="method", leave=False, disable=not progress, desc=task):
-            xs, nfe, vjp, sec = _sample(method, problem, config.samples, config.seed)
+            xs, nfe, vjp, sec, nonfinite = _sample(method, problem, config.samples, config.seed)
             per_image = scorer.per_image(xs, problem.x0)
             scores = {name: aggregate(v) for name, v in per_image.items()}
-            rows.append(MethodResult(method.name, method.settings, method.tuned, nfe, vjp, sec, scores,
-                                     scorer.set_level(xs[0], truth_features)))  # fmt: skip
+            set_scores = scorer.set_level(xs[0], truth_features)
+            rows.append(MethodResult(method.name, method.settings, method.tuned, nfe, vjp, sec, scores, set_scores,
+                                     nonfinite))  # fmt: skip
             n = config.grid_images
             pictures.append((method.name, xs[0, :n].cpu()))
             if method.show_std:  # per-pixel std over the J samples, on one scale for every method
