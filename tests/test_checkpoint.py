@@ -88,3 +88,24 @@ def test_missing_and_corrupt_checkpoints_raise_naming_the_file(tmp_path):
     with pytest.raises(CheckpointError, match=r"bad\.safetensors"):
         (tmp_path / "bad.safetensors").write_bytes(b"garbage")
         load_pretrained(MLPEPS(), tmp_path / "bad.safetensors")
+
+
+def test_verify_checkpoint_checks_size_and_hash_without_loading(tmp_path):
+    from exactps.checkpoint import verify_checkpoint
+
+    trainer = make_trainer(tmp_path / "run")
+    json_path = trainer.save()
+    assert verify_checkpoint(json_path)["step"] == 0
+    tensors = json_path.with_suffix(".safetensors")
+    good = tensors.read_bytes()
+    flipped = bytearray(good)
+    flipped[len(good) // 2] ^= 0xFF
+    tensors.write_bytes(bytes(flipped))
+    with pytest.raises(CheckpointError, match="SHA-256"):
+        verify_checkpoint(json_path)
+    tensors.write_bytes(good[:-3])
+    with pytest.raises(CheckpointError, match="truncated"):
+        verify_checkpoint(json_path)
+    json_path.write_text("{")
+    with pytest.raises(CheckpointError, match="corrupt or unreadable"):
+        verify_checkpoint(json_path)

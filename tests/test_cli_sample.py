@@ -17,7 +17,8 @@ from exactps.cli import main
 
 
 def _sample(model, out, *extra) -> list[str]:
-    return ["sample", "--model", str(model), "--out", str(out), "--num-samples", "2", "--nfe", "4", *extra]
+    return ["sample", "--model", str(model), "--out", str(out), "--num-samples", "2", "--nfe", "4", "--sampler", "ddim",
+            *extra]  # fmt: skip
 
 
 def test_cli_sample_simulation(runs, tmp_path, capsys):
@@ -92,3 +93,35 @@ def test_cli_help_explains_sample(capsys):
         main(["sample", "--help"])
     text = capsys.readouterr().out
     assert all(s in text for s in ("--measurement", "simulation", "R/4 x R/4", "metrics.json", "white = observed"))
+
+
+def test_cli_sample_refuses_what_would_silently_fail(runs, tmp_path, capsys):
+    """Heun with too few NFE (saturated noise), a huge --num-samples (allocator traceback), a photo as
+    --mask and a ground truth smaller than the model's images: named errors, nothing written."""
+    model = runs["eps"]
+    image = _png(tmp_path / "image.png", _rgb(16, 16))
+    tiny = _png(tmp_path / "tiny.png", _rgb(1, 1))
+    photo = _png(tmp_path / "photo.png", _rgb(16, 16, seed=3))
+    base = ["sample", "--model", str(model), "--num-samples", "2"]
+    errors = {
+        "sampler heun needs at least 7 NFE, got 4": [*base, "--out", str(tmp_path / "e1"), "--sampler", "heun",
+                                                     "--nfe", "4", "--task", "sr4", "--image", str(image)],
+        "Use 20 NFE or more": [*base, "--out", str(tmp_path / "e2"), "--nfe", "6", "--task", "none"],
+        "can be allocated": [*base[:-1], "1000000000", "--out", str(tmp_path / "e3"), "--nfe", "2", "--sampler",
+                             "ddim", "--task", "sr4", "--image", str(image)],
+        "image " + str(tiny) + " is 1x1 (height x width), smaller than the model's 16x16 images": [
+            *base, "--out", str(tmp_path / "e4"), "--nfe", "2", "--sampler", "ddim", "--task", "sr4", "--image",
+            str(tiny)],
+        "has 3 channel(s) with": [*base, "--out", str(tmp_path / "e5"), "--nfe", "2", "--sampler", "ddim", "--task",
+                                  "inpaint", "--measurement", str(image), "--mask", str(photo)],
+    }  # fmt: skip
+    for message, argv in errors.items():
+        assert main(argv) == 2, message
+        err = capsys.readouterr().err
+        assert message in err, err
+        if "channel" in message:
+            assert f"mask {photo} has 3 channel(s) with 256 distinct colours" in err
+            assert "a mask must be black (missing) and white (observed)" in err
+    for k in range(1, 6):
+        assert not (tmp_path / f"e{k}").exists() or not any((tmp_path / f"e{k}").iterdir())
+    assert main([*base, "--out", str(tmp_path / "ok"), "--sampler", "heun", "--nfe", "7", "--task", "none"]) == 0

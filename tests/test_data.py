@@ -104,6 +104,10 @@ def test_empty_and_missing_folders_raise_naming_the_path(tmp_path):
     missing = tmp_path / "nowhere"
     with pytest.raises(FileNotFoundError, match="nowhere"):
         ImageFolder(missing, size=8)
+    photo = tmp_path / "photo.png"
+    Image.new("RGB", (8, 8)).save(photo)
+    with pytest.raises(NotADirectoryError, match=r"photo\.png is a file, not a folder .*'builtin'"):
+        ImageFolder(photo, size=8)
 
 
 def test_folder_works_with_a_dataloader(folder):

@@ -57,3 +57,26 @@ def test_images_masks_and_kernels_from_files(tmp_path):
         build_operator("inpaint-box", SHAPE, random_ok=False)
     with pytest.raises(ValueError, match="only applies to the inpainting"):
         build_operator("sr4", SHAPE, mask=m)
+
+
+def test_mask_must_be_black_and_white(tmp_path):
+    """A photo, a grey level or a coloured pixel is not a mask: a named error says what was found."""
+    from PIL import Image
+
+    photo = _png(tmp_path / "photo.png", _rgb(16, 16))
+    with pytest.raises(ValueError, match=r"photo\.png has 3 channel\(s\) with \d+ distinct colours.*black \(missing\)"):
+        read_mask(photo, SHAPE)
+    grey = np.zeros((16, 16), dtype=np.uint8)
+    grey[:, :8] = 128
+    with pytest.raises(ValueError, match=r"1 channel\(s\) with 2 distinct values \(levels 0, 128\)"):
+        read_mask(_png(tmp_path / "grey.png", grey), SHAPE)
+    red = np.zeros((16, 16, 3), dtype=np.uint8)
+    red[:4, :, 0] = 255
+    with pytest.raises(ValueError, match="distinct colours"):
+        read_mask(_png(tmp_path / "red.png", red), SHAPE)
+    # black and white stored as RGB, RGBA (opaque) or 1-bit are masks
+    bw = np.zeros((16, 16), dtype=np.uint8)
+    bw[4:, :] = 255
+    for mode in ("RGB", "RGBA", "1"):
+        Image.fromarray(bw).convert(mode).save(tmp_path / f"bw-{mode}.png")
+        assert read_mask(tmp_path / f"bw-{mode}.png", SHAPE).sum() == 12 * 16

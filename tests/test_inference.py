@@ -85,3 +85,20 @@ def test_sampling_does_not_import_the_training_loop():
     code = "import sys, exactps.inference, exactps.loading; print([m for m in sys.modules if 'exactps.train' in m])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_requests_that_cannot_fit_are_refused_before_allocating(eps):
+    """A huge ``num_samples`` is a named error saying what does not fit and what to change, not an
+    allocator traceback; ``check_sample_memory`` is a lower bound that lets small requests through."""
+    from exactps.inference import SampleMemoryError, check_sample_memory
+
+    op = SeparableSR(SHAPE, 4)
+    y = op.measure(_x0(1), 0.1, torch.Generator().manual_seed(1))
+    with pytest.raises(SampleMemoryError, match=r"draw fewer samples \(--num-samples"):
+        posterior_samples(eps, op, y, 0.1, num_samples=10**9, sampler="ddim", nfe=2, generator=0)
+    with pytest.raises(SampleMemoryError, match="can be allocated"):
+        posterior_samples(eps, None, None, 0.0, num_samples=10**9, sampler="ddim", nfe=2, generator=0)
+    check_sample_memory(eps, 8, None, available=10**9)  # small: fits
+    with pytest.raises(SampleMemoryError, match=r"--batch / batch_size, e\.g\. \d+"):
+        check_sample_memory(eps, 100_000, None, available=2 * 10**9)
+    check_sample_memory(eps, 100_000, 1000, available=2 * 10**9)  # in calls of 1000 images: fits

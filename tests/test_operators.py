@@ -557,3 +557,49 @@ def test_generators_validate():
         motion_kernels(0, 5)
     with pytest.raises(ValueError, match="size"):
         motion_kernels(2, 0)
+
+
+def _make_any(name: str):
+    """The cases of :func:`_make`, and the dense and matrix-free operator classes."""
+    if name == "dense":
+        from exactps.operators import DenseOperator
+
+        return DenseOperator(torch.randn(5, 16, generator=_gen(22), dtype=F64), (1, 4, 4))
+    if name == "matrix-free":
+        m = torch.randn(5, 16, generator=_gen(21), dtype=F64)
+        physics = dinv.physics.LinearPhysics(
+            A=lambda x: x.flatten(1) @ m.T, A_adjoint=lambda y: (y @ m).reshape(-1, 1, 4, 4)
+        )
+        return MatrixFreeOperator(physics, (1, 4, 4), dtype=F64)
+    return _make(name)
+
+
+@pytest.mark.parametrize("name", [*NAMES, "dense", "matrix-free"])
+def test_measure_rejects_wrong_inputs(name):
+    """``measure`` checks ``x`` and ``s_y`` at the door: a wrong channel count, size or batch and a
+    negative / NaN / infinite ``s_y`` are named errors, not silently wrong shapes or deepinv errors."""
+    op = _make_any(name)
+    c, h, w = op.img_shape
+    b = op.batch
+    good = torch.rand(b, c, h, w, generator=_gen(7), dtype=F64)
+    assert op.measure(good, 0.1, _gen(8)).shape == (b, *op.meas_shape)
+    wrong = {
+        "channels": torch.rand(b, 2 if c != 2 else 3, h, w, dtype=F64),
+        "size": torch.rand(b, c, h + 1, w, dtype=F64),
+        "ndim": torch.rand(c, h, w, dtype=F64),
+        "batch": torch.rand(b + 1, c, h, w, dtype=F64) if b > 1 else None,
+    }
+    for what, x in wrong.items():
+        if x is None:
+            continue
+        with pytest.raises(ValueError, match="x "):
+            op.measure(x, 0.1)
+            pytest.fail(f"{name}: x of the wrong {what} was accepted")
+    for sy in (-1.0, float("nan"), float("inf"), torch.tensor([0.1] * (b + 1), dtype=F64)):
+        with pytest.raises(ValueError, match="sigma_y"):
+            op.measure(good, sy)
+
+
+def test_measure_batch_of_a_shared_operator_is_free():
+    op = Denoise(C3, F64)
+    assert op.measure(torch.zeros(5, *C3, dtype=F64), torch.full((5,), 0.1, dtype=F64)).shape == (5, *C3)

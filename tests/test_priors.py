@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from exactps.covariance import IsotropicNoise
@@ -86,3 +87,37 @@ def test_isotropic_denoising_of_a_single_gaussian_is_linear_shrinkage():
     out = gmm.denoise(m, IsotropicNoise(torch.tensor([0.7], dtype=F64)))
     expected = m.reshape(4, 3) * torch.diagonal(cov) / (torch.diagonal(cov) + 0.49)
     torch.testing.assert_close(out.reshape(4, 3), expected)
+
+
+def test_mixture_rejects_bad_arguments_before_any_work():
+    from exactps.priors import GaussianMixture
+
+    for n in (0, -1, 1.5):
+        with pytest.raises(ValueError, match="n_components"):
+            GaussianMixture.random((1, 2, 2), n)
+    with pytest.raises(ValueError, match="img_shape"):
+        GaussianMixture.random((1, 0, 2), 2)
+    with pytest.raises(ValueError, match="weights of shape"):
+        GaussianMixture(torch.ones(0, dtype=torch.float64), torch.zeros(0, 4), torch.zeros(0, 4, 4), (1, 2, 2))
+
+
+def test_mixture_with_overflowing_sigma_y_is_a_named_error():
+    from exactps.interpolants import get_interpolant
+    from exactps.operators import AvgPoolSR
+    from exactps.posterior import PosteriorPredictor
+    from exactps.priors import GaussianMixture, dense_matrix
+    from exactps.samplers import sample
+
+    g = torch.Generator().manual_seed(0)
+    prior = GaussianMixture.random((1, 4, 4), 2, g)
+    op = AvgPoolSR((1, 4, 4), 2, torch.float64)
+    y = op.measure(prior.sample(1, g), 0.1, g)
+    a = dense_matrix(op)
+    prior.posterior(a, y, 1e30)  # a float64 s_y of 1e30 is fine (the posterior is the prior)
+    for bad in (torch.tensor(1e30), float("nan"), -1.0):
+        with pytest.raises(ValueError, match="sigma_y"):
+            prior.posterior(a, y, bad)
+    ve = get_interpolant("ve")
+    predict = PosteriorPredictor(prior.denoise, ve, op.to_dtype(torch.float32), y.float(), 1e30)
+    with pytest.raises(ValueError, match="overflows when squared"):
+        sample(predict, ve, (2, 1, 4, 4), "ddim", 3)

@@ -111,3 +111,26 @@ def test_float32_sampling_starts_at_t_max_for_every_interpolant(name):
     interp = get_interpolant(name)
     out = sample(_gmm_predictor(interp), interp, (4, 1, 2, 2), "ddim", nfe=3, dtype=torch.float32)
     assert out.x.dtype == torch.float32 and torch.isfinite(out.x).all()
+
+
+def test_min_nfe_table_warns_below_the_measured_threshold():
+    """Heun with 3-6 NFE diverges (2-3 steps from s/a = 80); ``sample`` warns, with the reason, from one
+    table (``MIN_NFE``) that the CLI turns into an error."""
+    from exactps.samplers import MIN_NFE, UnstableSamplerWarning, check_nfe
+
+    assert set(MIN_NFE) <= set(SAMPLERS) and MIN_NFE["heun"][0] == 7
+    assert check_nfe("heun", 7) is None and check_nfe("ddim", 1) is None
+    assert "needs at least 7 NFE, got 3" in check_nfe("heun", 3)
+    interp = VE()
+
+    def predict(x, t):
+        return torch.zeros_like(x)
+
+    with pytest.warns(UnstableSamplerWarning, match="Heun on the EDM grid"):
+        sample(predict, interp, (1, 1, 2, 2), "heun", 4)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sample(predict, interp, (1, 1, 2, 2), "heun", 7)
+        sample(predict, interp, (1, 1, 2, 2), "ddim", 2)

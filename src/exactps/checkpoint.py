@@ -61,6 +61,7 @@ __all__ = [
     "restore_rng_state",
     "save_checkpoint",
     "save_model_file",
+    "verify_checkpoint",
 ]
 
 FORMAT = "exactps-checkpoint/1"
@@ -305,6 +306,28 @@ def _read_tensors(
         return load_file(str(tensor_path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
         raise CheckpointError(f"{what} {tensor_path} are corrupt: {err}") from err
+
+
+def verify_checkpoint(json_path: str | Path) -> dict[str, Any]:
+    """Check that the checkpoint record ``json_path`` is readable and its tensor file is present with
+    the recorded size and SHA-256 (without decoding the tensors); returns the record. Raises
+    :class:`CheckpointError` or :class:`FileNotFoundError` naming the bad file."""
+    json_path = Path(json_path)
+    record = _read_record(json_path)
+    tensor_path = json_path.with_name(record.get("tensors", json_path.with_suffix(".safetensors").name))
+    what = "checkpoint tensors"
+    if not tensor_path.exists():
+        raise FileNotFoundError(f"{what} {tensor_path} are missing")
+    size = tensor_path.stat().st_size
+    if size != record.get("bytes", size):
+        raise CheckpointError(
+            f"{what} {tensor_path} are truncated or corrupt: {size} bytes, expected {record['bytes']}"
+        )
+    if "sha256" in record and _sha256(tensor_path) != record["sha256"]:
+        raise CheckpointError(
+            f"{what} {tensor_path} are corrupt (SHA-256 does not match {tensor_path.with_suffix('.json').name})"
+        )
+    return record
 
 
 def _split(tensors: Mapping[str, Tensor], prefix: str) -> dict[str, Tensor]:

@@ -193,7 +193,9 @@ class ImageFolder(Dataset):
         if not root.exists():
             raise FileNotFoundError(f"image folder {root} does not exist")
         if not root.is_dir():
-            raise NotADirectoryError(f"image folder {root} is not a directory")
+            raise NotADirectoryError(
+                f"image folder {root} is a file, not a folder (expected a folder of images or 'builtin')"
+            )
         exts = {e.lower() for e in extensions}
         files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in exts)
         if not files:

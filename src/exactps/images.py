@@ -96,13 +96,26 @@ def save_image(img: Tensor, path: str | Path) -> Path:
     return save_grid([img[None]], path, pad=0)
 
 
-def read_image(path: str | Path, size: int | None = None, channels: int = 3) -> Tensor:
+def read_image(path: str | Path, size: int | None = None, channels: int = 3, upscale: bool = True) -> Tensor:
     """An image file as ``(1, C, H, W)`` in ``[-1, 1]`` (``x = 2 u - 1``), read as
     :class:`exactps.data.ImageFolder` reads training images: centre-cropped to a square and resized
-    to ``size`` (bicubic), or exactly as stored if ``size`` is None."""
+    to ``size`` (bicubic), or exactly as stored if ``size`` is None. ``upscale=False``: an image whose
+    shorter side is below ``size`` is a ``ValueError`` (it would be enlarged, not just resized)."""
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"image {p} does not exist")
+    if size is not None and not upscale:
+        try:
+            with Image.open(p) as im:
+                w, h = im.size
+        except Exception as err:  # PIL raises many types
+            raise ValueError(f"could not read image {p}: {err}") from err
+        if min(w, h) < size:
+            raise ValueError(
+                f"image {p} is {h}x{w} (height x width), smaller than the model's {size}x{size} images: it would "
+                f"be upscaled, and a restoration of an upscaled picture says little; use a ground truth of at "
+                f"least {size}x{size} pixels (it is centre-cropped and resized down)"
+            )
     try:
         return load_image(p, size, channels)[None]
     except OSError as err:
@@ -119,7 +132,43 @@ def read_mask(path: str | Path, img_shape: Sequence[int]) -> Tensor:
     Its size must be the images' ``H x W`` (it is never resized)."""
     m = read_image(path, None, channels=1)
     _check_size("mask", path, m.shape[-2:], img_shape[-2:], "must have the images' size,")
+    _check_binary(path)
     return (m > 0).to(torch.float32)
+
+
+def _check_binary(path: str | Path) -> None:
+    """Raise ``ValueError`` unless the picture holds only black and white pixels (grey levels ``0`` and
+    the format's maximum, equal in every colour channel; an alpha channel must be fully opaque).
+    No tolerance: a photo, a JPEG or an antialiased drawing is not a mask."""
+    try:
+        with Image.open(path) as im:
+            if im.mode == "1":
+                return
+            if im.mode == "P":
+                im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+            bands = im.getbands()
+            arr = np.asarray(im)
+    except Exception as err:  # PIL raises many types
+        raise ValueError(f"could not read mask {path}: {err}") from err
+    arr = arr.reshape(arr.shape[0], arr.shape[1], -1)
+    top = {"I;16": 65535, "I;16B": 65535, "I;16L": 65535}.get(im.mode, 255 if arr.dtype == np.uint8 else None)
+    if "A" in bands:
+        alpha = arr[..., bands.index("A")]
+        if top is None or not (alpha == top).all():
+            raise ValueError(f"mask {path} has transparent pixels; a mask must be opaque black (missing) and white")
+        arr = arr[..., [i for i, b in enumerate(bands) if b != "A"]]
+    colours = np.unique(arr.reshape(-1, arr.shape[-1]), axis=0)
+    values = np.unique(colours)
+    grey = bool((colours == colours[:, :1]).all())
+    if grey and top is not None and set(values.tolist()) <= {0, top}:
+        return
+    what = "colours" if arr.shape[-1] > 1 else "values"
+    shown = ", ".join(str(v) for v in values[:6].tolist()) + (", ..." if values.size > 6 else "")
+    raise ValueError(
+        f"mask {path} has {arr.shape[-1]} channel(s) with {len(colours)} distinct {what} (levels {shown}); "
+        f"a mask must be black (missing) and white (observed) only, e.g. a grayscale PNG of 0 and "
+        f"{top or 255}: threshold it first (JPEG noise and antialiasing are not allowed)"
+    )
 
 
 def read_kernel(path: str | Path) -> Tensor:

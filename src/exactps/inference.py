@@ -12,6 +12,7 @@ Models are loaded with :func:`exactps.loading.load_model`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -19,11 +20,66 @@ from torch import Tensor
 
 from exactps.interpolants import Interpolant, X0Predictor, get_interpolant
 from exactps.loading import LoadedModel
+from exactps.networks import PRESETS
 from exactps.operators import LinearOperator
 from exactps.posterior import check_sigma_y
+from exactps.runtime import available_memory
 from exactps.samplers import SAMPLERS, sample
 
-__all__ = ["check_operator_for", "posterior_samples"]
+__all__ = ["SampleMemoryError", "check_operator_for", "check_sample_memory", "posterior_samples"]
+
+
+class SampleMemoryError(ValueError):
+    """A sampling request that cannot fit in the memory of its device (raised before any allocation)."""
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.3g} GiB"
+
+
+def check_sample_memory(
+    loaded: LoadedModel,
+    num_images: int,
+    call_images: int | None,
+    meas_numel: int = 0,
+    element_size: int = 4,
+    available: int | None = None,
+) -> None:
+    """Raise :class:`SampleMemoryError` if ``num_images`` samples drawn in sampler calls of ``call_images``
+    images (``None``: all at once) cannot fit, before anything is allocated.
+
+    The estimate is a lower bound, so a request that fits is never refused: the samples are kept (twice,
+    while the calls' outputs are concatenated), with the repeated measurements (``meas_numel`` values
+    per image), and each call holds, per image, the sampler's state (4 images) and the network's
+    first-level feature maps (2 maps of ``model_channels`` channels at full resolution).
+    ``available``: bytes that can be allocated (default :func:`available_memory` of the model's device).
+    """
+    available = available_memory(loaded.device) if available is None else available
+    if available is None:
+        return
+    c, h, w = loaded.img_shape
+    image = c * h * w * element_size
+    preset = PRESETS.get(loaded.model_config.preset)
+    width = preset.model_channels if preset is not None else c
+    per_call_image = 4 * image + 2 * width * h * w * element_size
+    call = min(num_images, call_images or num_images)
+    kept = num_images * (2 * image + meas_numel * element_size)
+    need = kept + call * per_call_image
+    if need <= available:
+        return
+    fix = []
+    if call * per_call_image > available / 2:
+        fit = max(1, int((available - kept) // per_call_image)) if kept < available else None
+        fix.append(f"sample fewer images per call (--batch / batch_size{f', e.g. {fit}' if fit else ''})")
+    if kept > available / 2:
+        most = max(0, int(available // (2 * (2 * image + meas_numel * element_size))))
+        fix.append(f"draw fewer samples (--num-samples; all are kept in memory: about {most} images fit)")
+    raise SampleMemoryError(
+        f"{num_images} sampled images of {c}x{h}x{w} ({loaded.model_config.preset} model) need at least "
+        f"{_gib(need)} on {loaded.device} (the samples {_gib(kept)}, each sampler call of {call} image(s) "
+        f"{_gib(call * per_call_image)}) but only {_gib(available)} can be allocated: "
+        + " or ".join(fix or ["free memory or use a larger device"])
+    )
 
 
 def _generator(generator: torch.Generator | int | None, device: torch.device) -> torch.Generator | None:
@@ -36,6 +92,10 @@ def _predictor(
     loaded: LoadedModel, interp: Interpolant, operator: LinearOperator | None, y: Tensor | None, sigma_y: Tensor | float
 ) -> X0Predictor:
     return loaded.spec.predictor(loaded.model, interp, operator, y, sigma_y)
+
+
+def _element_size(dtype: torch.dtype) -> int:
+    return torch.empty((), dtype=dtype).element_size()
 
 
 def _chunks(n: int, size: int | None) -> list[tuple[int, int]]:
@@ -105,6 +165,7 @@ def posterior_samples(
             raise ValueError("y was given without an operator")
         prior = _predictor(loaded, interp, None, None, 0.0)
         dtype = next(loaded.model.parameters()).dtype
+        check_sample_memory(loaded, num_samples, batch_size, 0, _element_size(dtype))
         return draw(lambda _: prior, num_samples, loaded.img_shape, dtype).unsqueeze(1)
     check_operator_for(loaded, operator)
     if y is None:
@@ -118,6 +179,10 @@ def posterior_samples(
     operator.check_measurement(y, "y")  # shape, dtype and batch (one operator, or one per measurement)
     sy = check_sigma_y(sigma_y, y)
     batch, shape = y.shape[0], operator.img_shape
+    meas = math.prod(operator.meas_shape) if operator.batch == 1 else 0
+    per_call = num_samples * batch if operator.batch == 1 else num_samples  # images of one sampler call, uncapped
+    call = min(per_call, batch_size or per_call)
+    check_sample_memory(loaded, num_samples * batch, call, meas, _element_size(y.dtype))
     if operator.batch == 1:  # one flat batch: sample k of measurement b is image k * B + b
         ys = y.repeat(num_samples, *([1] * (y.ndim - 1)))
         sys = sy.repeat(num_samples) if sy.numel() > 1 else sy

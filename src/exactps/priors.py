@@ -33,6 +33,37 @@ def dense_matrix(operator: LinearOperator, dtype: torch.dtype = torch.float64) -
     return cols.T.to(dtype)
 
 
+def _check_sigma_y_float(sigma_y: float | Tensor) -> None:
+    """A named ``ValueError`` for a ``s_y`` that is not a finite number ``>= 0`` whose square is finite in
+    its own precision (``1e30`` as a float32 tensor squares to ``inf``: a failed Cholesky otherwise)."""
+    if isinstance(sigma_y, Tensor) and sigma_y.numel() != 1:
+        raise ValueError(f"sigma_y must be one number here, got {sigma_y.numel()} values")
+    try:
+        v = float(sigma_y)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"sigma_y must be a number, got {type(sigma_y).__name__}") from err
+    if not math.isfinite(v) or v < 0:
+        raise ValueError(f"sigma_y must be finite and >= 0, got {v}")
+    if not math.isfinite(float(sigma_y**2)):
+        raise ValueError(
+            f"sigma_y = {v:g} overflows when squared ({sigma_y.dtype if isinstance(sigma_y, Tensor) else 'float'}): "
+            "the measurement would carry no information; use a smaller s_y (or a float64 value)"
+        )
+
+
+def _check_noise(noise: PivotNoise) -> None:
+    """A named error for a pivot covariance whose ``s_y`` or ``rho`` is NaN or overflows when squared in
+    the predictor's precision, before the exact denoisers' linear algebra fails cryptically."""
+    for name in ("rho", "sigma_y"):
+        v = getattr(noise, name)
+        # +inf is legitimate (s_y = inf: no measurement); NaN, or a finite value whose square overflows, is not
+        if bool(torch.isnan(v).any()) or bool((torch.isfinite(v) & ~torch.isfinite(v * v)).any()):
+            raise ValueError(
+                f"the pivot noise's {name} = {v.flatten()[:4].tolist()} is NaN or overflows when squared in "
+                f"{v.dtype} (e.g. s_y = 1e30 in float32): use a smaller s_y or float64"
+            )
+
+
 @dataclass
 class GaussianMixture:
     """``sum_k weights_k N(means_k, covs_k)`` over images of shape ``img_shape`` (``d = prod``)."""
@@ -44,7 +75,9 @@ class GaussianMixture:
 
     def __post_init__(self) -> None:
         d = math.prod(self.img_shape)
-        k = self.weights.shape[0]
+        k = self.weights.shape[0] if self.weights.ndim == 1 else -1
+        if k < 1:
+            raise ValueError(f"a mixture needs weights of shape (K,) with K >= 1, got {tuple(self.weights.shape)}")
         if self.means.shape != (k, d) or self.covs.shape != (k, d, d):
             raise ValueError(
                 f"means must be (K, d) = ({k}, {d}) and covs (K, d, d); got "
@@ -69,6 +102,14 @@ class GaussianMixture:
         decades: float = 3.0,
     ) -> GaussianMixture:
         """A random mixture with anisotropic, correlated covariances (spectra spanning ``decades``)."""
+        if isinstance(n_components, bool) or not isinstance(n_components, int) or n_components < 1:
+            raise ValueError(f"n_components must be an integer >= 1, got {n_components!r}")
+        if len(img_shape) == 0 or any(int(n) < 1 for n in img_shape):
+            raise ValueError(f"img_shape must be positive sizes such as (C, H, W), got {tuple(img_shape)}")
+        if not (math.isfinite(scale) and scale > 0):
+            raise ValueError(f"scale must be finite and > 0, got {scale}")
+        if rank is not None and rank < 1:
+            raise ValueError(f"rank must be >= 1 (or None: full rank), got {rank}")
         d = math.prod(img_shape)
         kw = {"generator": generator, "dtype": torch.float64}
         w = torch.rand(n_components, **kw) + 0.5
@@ -93,6 +134,7 @@ class GaussianMixture:
     # -- the exact denoiser -------------------------------------------------------------------
     def denoise(self, m: Tensor, noise: PivotNoise) -> Tensor:
         """``E[x0 | m]`` for ``m = x0 + N(0, S)``, exactly (dense linear algebra)."""
+        _check_noise(noise)
         dtype, shape = m.dtype, m.shape
         s = noise.to_dense(self.img_shape).to(torch.float64)  # (1|B, d, d)
         mf = m.reshape(shape[0], -1).to(torch.float64)
@@ -117,6 +159,7 @@ class GaussianMixture:
     # -- exact posteriors (references) ------------------------------------------------------
     def posterior(self, a_mat: Tensor, y: Tensor, sigma_y: float) -> GaussianMixture:
         """``p(x0 | y)`` for ``y = A x0 + N(0, s_y^2 I)`` with a dense ``A`` (``s_y = 0`` allowed)."""
+        _check_sigma_y_float(sigma_y)
         a_mat = a_mat.to(torch.float64)
         yv = y.reshape(-1).to(torch.float64)
         if sigma_y == 0:  # keep only the measured directions: y_r = U_r^T y = diag(k_r) V_r^T x0
@@ -204,12 +247,14 @@ class FiniteImagePrior:
 
     def denoise(self, m: Tensor, noise: PivotNoise) -> Tensor:
         """``E[x0 | m] = sum_k softmax_k(logits) x_k``."""
+        _check_noise(noise)
         w = torch.softmax(self.logits(m, noise), dim=1)
         out = w @ self.atoms.to(torch.float64).flatten(1)
         return out.to(m.dtype).reshape(m.shape)
 
     def posterior_weights(self, operator: LinearOperator, y: Tensor, sigma_y: float) -> Tensor:
         """Exact ``p(x_k | y)``, proportional to ``exp(-||y - A x_k||^2 / 2 s_y^2)``: shape ``(N,)``."""
+        _check_sigma_y_float(sigma_y)
         if sigma_y <= 0:
             raise ValueError("the finite-image posterior needs sigma_y > 0")
         atoms = self.atoms.to(y.dtype)

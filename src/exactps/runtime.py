@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["cpu_name", "default_device"]
+__all__ = ["available_memory", "cpu_name", "default_device", "device_memory"]
 
 
 def default_device() -> torch.device:
@@ -27,3 +27,53 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def device_memory(device: torch.device) -> int | None:
+    """The memory a run may use at most: free memory of a CUDA device (``torch.cuda.mem_get_info``), the
+    physical memory on the CPU (``os.sysconf``); None when unknown. For upper-bound estimates (training)."""
+    try:
+        if device.type == "cuda":
+            return int(torch.cuda.mem_get_info(device)[0])
+        if device.type == "cpu":
+            return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, RuntimeError, AttributeError):
+        return None
+    return None
+
+
+def _read_int(path: str) -> int | None:
+    try:
+        text = Path(path).read_text().split()[0]
+    except (OSError, IndexError):
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def available_memory(device: torch.device | str) -> int | None:
+    """Bytes that can still be allocated on ``device`` (``None`` if unknown): free GPU memory, or on the CPU
+    the smaller of the system's available memory and what is left under a cgroup memory limit."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        try:
+            return int(torch.cuda.mem_get_info(device)[0])
+        except (RuntimeError, AssertionError):
+            return None
+    if device.type != "cpu":
+        return None
+    found = []
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                found.append(int(line.split()[1]) * 1024)
+    except (OSError, ValueError, IndexError):
+        pass
+    limit, used = _read_int("/sys/fs/cgroup/memory.max"), _read_int("/sys/fs/cgroup/memory.current")
+    if limit is None:  # cgroup v1
+        limit, used = (
+            _read_int("/sys/fs/cgroup/memory/memory.limit_in_bytes"),
+            _read_int("/sys/fs/cgroup/memory/memory.usage_in_bytes"),
+        )
+    if limit is not None and used is not None and limit < 1 << 60:
+        found.append(max(0, limit - used))
+    return min(found) if found else None

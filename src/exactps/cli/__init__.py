@@ -19,6 +19,7 @@ _EPILOG = """\
 examples:
   exactps verify --quick                        exactness report with oracle denoisers (about a minute)
   exactps train --data builtin --preset tiny --size 16 --steps 200 --out runs/tiny
+                                                (LR warm-up: min(1000, steps // 10) = 20 steps here)
   exactps export runs/tiny --out models/tiny    EMA weights in float16: models/tiny.{json,safetensors}
   exactps sample --model models/tiny --task sr4 --image photo.png --out samples
   exactps sample --model models/tiny --task sr4 --measurement low-res.png --out samples
@@ -47,6 +48,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     try:
         return int(args.func(args))
-    except (ValueError, TypeError, FileNotFoundError, FileExistsError) as err:
+    except (
+        ValueError,
+        TypeError,
+        FileNotFoundError,
+        FileExistsError,
+        NotADirectoryError,
+        IsADirectoryError,
+        PermissionError,
+    ) as err:
         print(f"exactps: error: {err}", file=sys.stderr)
         return 2

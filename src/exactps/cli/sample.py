@@ -22,7 +22,7 @@ from exactps.loading import LoadedModel, load_model
 from exactps.metrics import psnr
 from exactps.operators import Inpaint, LinearOperator
 from exactps.posterior import measurement_image
-from exactps.samplers import SAMPLERS
+from exactps.samplers import SAMPLERS, check_nfe
 from exactps.seeds import SampleSeed, derive_seed
 from exactps.tasks import TASKS, build_operator, check_task_inputs, get_task
 
@@ -103,7 +103,12 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--kernel", type=Path, help="blur kernel: .npy 2-D array or grayscale image (normalised)")
     p.add_argument("--num-samples", type=int, default=4, help="samples per measurement (default 4)")
     p.add_argument("--sampler", choices=sorted(SAMPLERS), default="heun", help="default heun")
-    p.add_argument("--nfe", type=int, default=35, help="network evaluations per sample (default 35)")
+    p.add_argument(
+        "--nfe",
+        type=int,
+        default=35,
+        help="network evaluations per sample (default 35; heun needs >= 7: fewer diverge)",
+    )
     p.add_argument("--interpolant", default="ve", help="ve (default), vp-linear, vp-cosine, flow or trig")
     p.add_argument("--seed", type=int, default=0, help="seeds the simulation and the sampler (default 0)")
     p.add_argument("--batch", type=int, default=None, help="max images per sampler call (default all; saves memory)")
@@ -126,6 +131,9 @@ def _check_sample_args(args: argparse.Namespace) -> str:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
     if not args.sigma_y >= 0:
         raise ValueError(f"--sigma-y must be >= 0, got {args.sigma_y}")
+    problem = check_nfe(args.sampler, args.nfe)
+    if problem is not None:
+        raise ValueError(f"--sampler {args.sampler} --nfe {args.nfe}: {problem}")
     get_interpolant(args.interpolant)  # unknown names fail before the model loads
     if not get_task(args.task).measures:
         given = [o for o in ("image", "measurement", "mask", "kernel") if getattr(args, o) is not None]
@@ -205,7 +213,7 @@ def run(args: argparse.Namespace) -> int:
     mask = read_mask(args.mask, shape) if args.mask is not None else None
     kernel = read_kernel(args.kernel) if args.kernel is not None else None
     if mode == "simulation":
-        x0 = torch.cat([read_image(p, shape[1], shape[0]) for p in args.image])
+        x0 = torch.cat([read_image(p, shape[1], shape[0], upscale=False) for p in args.image])
         names = _stems(args.image)
         g_op = torch.Generator().manual_seed(derive_seed(args.seed, SampleSeed.OPERATOR))
         op = build_operator(args.task, shape, mask=mask, kernel=kernel, generator=g_op, batch=x0.shape[0])

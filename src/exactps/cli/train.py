@@ -5,19 +5,24 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 from typing import Any
 
+import torch
 import torch.distributed as dist
 
-from exactps.checkpoint import find_checkpoint
+from exactps.checkpoint import list_checkpoints
 from exactps.cli.options import csv_list
 from exactps.data import open_data
 from exactps.models import OBJECTIVES, ModelConfig, get_objective
 from exactps.networks import CONDITIONINGS, PRESETS
+from exactps.runtime import default_device
 from exactps.tasks import training_tasks
 from exactps.train import TrainConfig, run_training
-from exactps.train.distributed import init_distributed
+from exactps.train.distributed import dist_info, init_distributed
+from exactps.train.rundir import RunDir
+from exactps.train.session import check_image_size, check_step_memory
 
 __all__ = ["add", "add_train_arguments", "run"]
 
@@ -46,14 +51,24 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     floats = csv_list(float)
     p.add_argument("--sigma-y", type=floats, default=None, help="s_y, or lo,hi drawn per sample (default 0.05)")
     p.add_argument("--data", default=None, help="image folder, or 'builtin' (scikit-image photographs)")
-    p.add_argument("--size", type=int, default=None, help="training image size (default: the preset's)")
+    p.add_argument(
+        "--size",
+        type=int,
+        default=None,
+        help="training image size, a multiple of 2^(levels-1) of the preset (default: the preset's)",
+    )
     p.add_argument("--channels", type=int, default=None, choices=(1, 3), help="default 3")
     presets = ", ".join(PRESETS)
     p.add_argument("--preset", default=None, help=f"backbone preset: {presets} (default {ModelConfig.preset})")
     told = "what the EPS network is told about S_t (default: the objective's)"
     p.add_argument("--conditioning", choices=tuple(CONDITIONINGS), default=None, help=told)
     p.add_argument("--init", type=Path, default=None, help="initialise from this (unconditional) checkpoint")
-    p.add_argument("--resume", type=Path, default=None, help="continue the run in this directory")
+    p.add_argument(
+        "--resume",
+        type=Path,
+        default=None,
+        help="continue the run in this directory (from its latest checkpoint; that checkpoint's file is accepted too)",
+    )
     p.add_argument("--out", type=Path, default=None, help="new run directory (must not exist or be empty)")
     p.add_argument("--steps", type=int, default=None, help=f"total optimizer steps (default {d.steps})")
     p.add_argument("--batch", type=int, default=None, help=f"global batch size (default {d.batch_size})")
@@ -61,7 +76,13 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     p.add_argument("--lr", type=float, default=None, help=f"default {d.lr}")
     p.add_argument("--betas", type=csv_list(float), default=None, help="AdamW betas b1,b2 (default 0.9,0.999)")
     p.add_argument("--weight-decay", type=float, default=None)
-    p.add_argument("--warmup", type=int, default=None, help=f"linear LR warm-up steps (default {d.warmup_steps})")
+    p.add_argument(
+        "--warmup",
+        type=int,
+        default=None,
+        help=f"linear LR warm-up steps (default min({d.warmup_steps}, steps // 10) for a new run; "
+        "a resumed run keeps its own)",
+    )
     p.add_argument("--ema", type=float, default=None, help=f"EMA decay per step (default {d.ema_decay})")
     p.add_argument("--grad-clip", type=float, default=None, help="max gradient norm, 0 = off (default 1)")
     p.add_argument("--no-bf16", action="store_true", help="no bf16 autocast on CUDA")
@@ -127,21 +148,86 @@ def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def default_warmup(steps: int) -> int:
+    """The warm-up of a new run without ``--warmup``: a tenth of the run, at most TrainConfig's default."""
+    return min(TrainConfig.warmup_steps, max(steps, 0) // 10)
+
+
+def _check_data(spec: str) -> None:
+    """``--data``: ``builtin`` or an existing folder; errors name the path and what is expected."""
+    if spec == "builtin":
+        return
+    path = Path(spec)
+    expected = "expected a folder of images (searched recursively) or 'builtin'"
+    if not path.exists():
+        raise FileNotFoundError(f"--data {spec}: {path} does not exist; {expected}")
+    if not path.is_dir():
+        raise NotADirectoryError(f"--data {spec}: {path} is a file, not a folder; {expected}")
+
+
 def _configs_from_args(args: argparse.Namespace) -> tuple[TrainConfig, ModelConfig, dict[str, Any]]:
     if args.out is None:
         raise ValueError("--out DIR is required for a new run (or --resume DIR to continue one)")
     if args.data is None:
         raise ValueError("--data DIR|builtin is required for a new run")
-    cfg = TrainConfig(**_train_overrides(args)).validate()
+    _check_data(args.data)
+    overrides = _train_overrides(args)
+    if "warmup_steps" not in overrides:
+        overrides["warmup_steps"] = default_warmup(overrides.get("steps", TrainConfig.steps))
+    cfg = TrainConfig(**overrides).validate()
     preset = args.preset or ModelConfig.preset
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
     conditioning = args.conditioning or get_objective(cfg.objective).conditioning or ModelConfig.conditioning
+    if args.size is not None:
+        check_image_size(args.size, preset)
     size = args.size or PRESETS[preset].img_resolution
     channels = args.channels or 3
     mcfg = ModelConfig(preset, channels, conditioning, cfg.sigma_data, size)
     data = "builtin" if args.data == "builtin" else str(Path(args.data).resolve())  # resumable from anywhere
     return cfg, mcfg, {"data": data, "size": size, "channels": channels}
+
+
+_CHECKPOINT_FILE = re.compile(r"^step-0*(\d+)\.(json|safetensors)$")
+
+
+def resolve_resume(path: str | Path) -> Path:
+    """The run directory of ``--resume``: a run directory, or its ``checkpoints/`` folder, or the file of
+    its latest checkpoint (a run resumes from its latest checkpoint only; an older one is refused with
+    a message saying what to do). Errors name the path and what is expected."""
+    p = Path(path)
+    expected = "--resume expects a run directory made by `exactps train --out DIR`"
+    if p.suffix in (".json", ".safetensors") and not p.is_dir():
+        folder = p.parent
+        if folder.name != "checkpoints" or not folder.is_dir():
+            raise FileNotFoundError(f"{expected}; {p} is not a checkpoint inside a run's checkpoints/ folder")
+        run = folder.parent
+        found = list_checkpoints(folder)
+        if not found:
+            raise FileNotFoundError(f"cannot resume: no checkpoint found in {folder}")
+        match = _CHECKPOINT_FILE.match(p.name)
+        steps = [s for s, _ in found]
+        if match is None or int(match.group(1)) not in steps:
+            raise FileNotFoundError(
+                f"{expected}; {p} is not a checkpoint of {run} (its checkpoints are steps {steps}): pass --resume {run}"
+            )
+        step = int(match.group(1))
+        if step != steps[-1]:
+            raise ValueError(
+                f"{p} is not the latest checkpoint of {run} (step {steps[-1]} is): a run resumes from its latest "
+                f"checkpoint, so pass --resume {run}; to continue from step {step} instead, move the newer "
+                f"checkpoints out of {folder} first"
+            )
+        return run
+    if not p.exists():
+        raise FileNotFoundError(f"{expected}; {p} does not exist")
+    if not p.is_dir():
+        raise NotADirectoryError(f"{expected}; {p} is a file")
+    if not (p / "checkpoints").is_dir() and p.name == "checkpoints" and (p.parent / "config.json").exists():
+        return p.parent
+    if not (p / "checkpoints").is_dir():
+        raise FileNotFoundError(f"{expected}; {p} is not one (it has no checkpoints/ folder)")
+    return p
 
 
 def _configs_from_run(args: argparse.Namespace) -> tuple[TrainConfig, ModelConfig, dict[str, Any]]:
@@ -154,7 +240,8 @@ def _configs_from_run(args: argparse.Namespace) -> tuple[TrainConfig, ModelConfi
             f"--{', --'.join(sorted(o.replace('_', '-') for o in fixed))} cannot change when resuming "
             f"{args.resume} (the run's stored configuration is used; only --steps and the intervals can change)"
         )
-    record = json.loads(find_checkpoint(Path(args.resume) / "checkpoints").read_text())
+    run = RunDir(resolve_resume(args.resume))
+    record = json.loads(run.latest_checkpoint(verify=True).read_text())
     stored = dict(record["train_config"])
     stored.update({k: v for k, v in given.items()})
     return TrainConfig.from_dict(stored).validate(), ModelConfig.from_dict(record["model_config"]), record["run"]
@@ -166,13 +253,15 @@ def run(args: argparse.Namespace) -> int:
     started = init_distributed()
     try:
         if args.resume is not None:
-            if args.out is not None and Path(args.out) != Path(args.resume):
+            out = resolve_resume(args.resume)
+            if args.out is not None and Path(args.out).resolve() != out.resolve():
                 raise ValueError(f"--out {args.out} and --resume {args.resume} name different runs")
             cfg, mcfg, run_info = _configs_from_run(args)
-            out = Path(args.resume)
         else:
             cfg, mcfg, run_info = _configs_from_args(args)
             out = Path(args.out)
+        device = default_device() if args.device is None else torch.device(args.device)
+        check_step_memory(cfg, mcfg, device, dist_info()[1])
         data = open_data(run_info["data"], int(run_info["size"]), int(run_info["channels"]))
         run_training(
             cfg,

@@ -145,7 +145,18 @@ class LinearOperator(nn.Module):
         return self.physics.A_adjoint(y)
 
     def measure(self, x: Tensor, sigma_y: float | Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """``y = A x + s_y n`` with ``n ~ N(0, I)``."""
+        """``y = A x + s_y n`` with ``n ~ N(0, I)``. ``x`` must be ``(B, *img_shape)`` (``B`` = the
+        operator's batch, or any ``B`` for a shared operator) and ``s_y`` finite and ``>= 0`` (a scalar
+        or one value per image); anything else is a ``ValueError``/``TypeError`` naming what is wrong."""
+        _check_tensor("x", x, self.img_shape, None, None)  # dtype/device: as before (A converts or fails)
+        self._check_batch("x", x.shape[0])
+        sy = torch.as_tensor(sigma_y).reshape(-1)
+        if sy.numel() not in (1, x.shape[0]):
+            raise ValueError(
+                f"sigma_y must be a scalar or have one value per image ({x.shape[0]}), got {sy.numel()} values"
+            )
+        if sy.is_complex() or not bool(torch.isfinite(sy).all()) or bool((sy < 0).any()):
+            raise ValueError(f"sigma_y must be finite and >= 0, got {sigma_y}")
         y = self.A(x)
         sy = per_batch(torch.as_tensor(sigma_y, dtype=y.dtype, device=y.device).reshape(-1), y.ndim)
         n = torch.randn(y.shape, generator=generator, dtype=y.dtype, device=y.device)

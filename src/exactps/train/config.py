@@ -68,8 +68,10 @@ class TrainConfig:
         if self.task_probs is not None:
             if len(self.task_probs) != len(self.tasks):
                 raise ValueError(f"task_probs has {len(self.task_probs)} values for {len(self.tasks)} tasks")
-            if any(p < 0 for p in self.task_probs) or sum(self.task_probs) <= 0:
-                raise ValueError(f"task_probs must be non-negative and not all zero, got {self.task_probs}")
+            if any(p < 0 for p in self.task_probs):
+                raise ValueError(f"task_probs must be non-negative, got {self.task_probs}")
+            if sum(self.task_probs) <= 0:
+                raise ValueError(f"task_probs must not be all zero, got {self.task_probs}")
         lo, hi = sigma_y_range(self.sigma_y)
         if not (0 <= lo <= hi < math.inf):
             raise ValueError(f"sigma_y must be a finite value >= 0 or a range lo <= hi, got {self.sigma_y}")
@@ -77,14 +79,26 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.micro_batch is not None and (self.micro_batch < 1 or self.batch_size % self.micro_batch):
+        if self.micro_batch is not None and self.micro_batch < 1:
+            raise ValueError(f"micro_batch must be >= 1, got {self.micro_batch}")
+        if self.micro_batch is not None and self.batch_size % self.micro_batch:
             raise ValueError(f"micro_batch ({self.micro_batch}) must divide batch_size ({self.batch_size})")
-        if not (self.lr > 0 and 0 <= self.ema_decay < 1 and self.warmup_steps >= 0 and self.p_std > 0):
-            raise ValueError("need lr > 0, 0 <= ema_decay < 1, warmup_steps >= 0, p_std > 0")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if not self.warmup_steps >= 0:
+            raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
+        if not self.p_std > 0:
+            raise ValueError(f"p_std must be > 0, got {self.p_std}")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise ValueError(f"betas must be two values in [0, 1), got {self.betas}")
-        if self.weight_decay < 0 or self.keep_checkpoints < 0 or self.grid_images < 1:
-            raise ValueError("need weight_decay >= 0, keep_checkpoints >= 0 and grid_images >= 1")
+        if not self.weight_decay >= 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if self.keep_checkpoints < 0:
+            raise ValueError(f"keep_checkpoints must be >= 0, got {self.keep_checkpoints}")
+        if self.grid_images < 1:
+            raise ValueError(f"grid_images must be >= 1, got {self.grid_images}")
         if self.num_workers is not None and self.num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
         if self.grad_clip is not None and self.grad_clip <= 0:

@@ -145,6 +145,9 @@ class Trainer:
         assert run is not None
         if resume:
             run.check_resumable()
+            if self.rank == 0:
+                for path in run.remove_stale_temporaries():
+                    print(f"removed {path} (a temporary file of an interrupted run)", flush=True)
         else:
             run.check_new()
         barrier(self.world)

@@ -9,23 +9,43 @@
 
 :class:`RunDir` receives values (a step, a log entry, state dicts, a picture's rows), never the
 trainer; the trainer calls it on rank 0 only. Checkpoints are written atomically
-(:mod:`exactps.checkpoint`); a resumed run drops the log lines written after its checkpoint.
+(:mod:`exactps.checkpoint`); a resumed run drops the log lines written after its checkpoint and
+removes the temporary files (``.<name>.XXXXXXXX.tmp``, see :func:`exactps.files.atomic_write`) that
+a killed run left behind.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from torch import Tensor
 
-from exactps.checkpoint import checkpoint_paths, find_checkpoint, list_checkpoints, save_checkpoint
+from exactps.checkpoint import (
+    CheckpointError,
+    checkpoint_paths,
+    find_checkpoint,
+    list_checkpoints,
+    save_checkpoint,
+    verify_checkpoint,
+)
 from exactps.files import atomic_write_text
 from exactps.images import save_grid
 
 __all__ = ["RunDir"]
+
+#: the temporary file of :func:`exactps.files.atomic_write` for the final name ``name``:
+#: ``.<name>.<8 mkstemp characters>.tmp``
+_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.[A-Za-z0-9_]{8}\.tmp$")
+#: the final names a run writes, per folder of the run directory (relative to the run)
+_OWNED = {
+    ".": re.compile(r"^(config\.json|log\.jsonl)$"),
+    "checkpoints": re.compile(r"^step-\d+\.(json|safetensors)$"),
+    "grids": re.compile(r"^step-\d+\.png$"),
+}
 
 
 class RunDir:
@@ -62,9 +82,52 @@ class RunDir:
         self.checkpoints.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.path / "config.json", json.dumps(dict(record), indent=1))
 
-    def latest_checkpoint(self) -> Path:
-        """The JSON record of the newest checkpoint."""
-        return find_checkpoint(self.checkpoints)
+    def latest_checkpoint(self, verify: bool = False) -> Path:
+        """The JSON record of the newest checkpoint. ``verify``: check its record, size and SHA-256
+        first; if it is corrupt, the ``CheckpointError`` names the newest intact checkpoint and how to
+        resume from it."""
+        latest = find_checkpoint(self.checkpoints)
+        if not verify:
+            return latest
+        try:
+            verify_checkpoint(latest)
+        except (CheckpointError, FileNotFoundError) as err:
+            raise CheckpointError(self._corrupt_message(latest, err)) from err
+        return latest
+
+    def _corrupt_message(self, latest: Path, err: Exception) -> str:
+        older = [p for _, p in list_checkpoints(self.checkpoints) if p != latest]
+        intact = None
+        for path in reversed(older):
+            try:
+                verify_checkpoint(path)
+            except (CheckpointError, FileNotFoundError):
+                continue
+            intact = path
+            break
+        pair = f"{latest.name} and {latest.with_suffix('.safetensors').name}"
+        msg = f"cannot resume {self.path}: its latest checkpoint is damaged ({err})."
+        if intact is None:
+            return f"{msg} No older intact checkpoint is left in {self.checkpoints}; start a new run."
+        return (
+            f"{msg} The newest intact checkpoint is {intact}; to resume from it, move {pair} out of "
+            f"{self.checkpoints} (and any newer damaged checkpoints), then run --resume {self.path} again."
+        )
+
+    def remove_stale_temporaries(self) -> list[Path]:
+        """Delete the temporary files an interrupted run left in this run directory (only those of the
+        files a run writes: config, log, checkpoints, grids); returns what was removed."""
+        removed = []
+        for sub, owned in _OWNED.items():
+            folder = self.path / sub
+            if not folder.is_dir():
+                continue
+            for p in sorted(folder.iterdir()):
+                match = _TEMPORARY.match(p.name)
+                if match and owned.match(match.group("name")) and p.is_file():
+                    p.unlink(missing_ok=True)
+                    removed.append(p)
+        return removed
 
     # -- the log -------------------------------------------------------------------------------------------
     def append_log(self, entry: Mapping[str, Any]) -> None:
