@@ -51,6 +51,7 @@ __all__ = [
     "CheckpointError",
     "capture_rng_state",
     "checkpoint_paths",
+    "checkpoint_step",
     "find_checkpoint",
     "list_checkpoints",
     "load_checkpoint",
@@ -66,7 +67,7 @@ __all__ = [
 
 FORMAT = "exactps-checkpoint/1"
 MODEL_FORMAT = "exactps-model/1"
-_NAME = re.compile(r"^step-(\d+)\.json$")
+_NAME = re.compile(r"^step-(\d+)\.(json|safetensors)$")
 
 
 class CheckpointError(ValueError):
@@ -238,10 +239,17 @@ def list_checkpoints(directory: str | Path) -> list[tuple[int, Path]]:
         return []
     found = []
     for p in d.iterdir():
-        match = _NAME.match(p.name)
-        if match:
-            found.append((int(match.group(1)), p))
+        step = checkpoint_step(p)
+        if step is not None and p.suffix == ".json":
+            found.append((step, p))
     return sorted(found)
+
+
+def checkpoint_step(path: str | Path) -> int | None:
+    """The step of a checkpoint file ``step-<k>.json`` or ``step-<k>.safetensors`` (``k`` with or without
+    zero padding), None for any other name."""
+    match = _NAME.match(Path(path).name)
+    return int(match.group(1)) if match else None
 
 
 def find_checkpoint(path: str | Path) -> Path:
@@ -287,9 +295,8 @@ def _write_tensors_and_record(
     return json_path
 
 
-def _read_tensors(
-    tensor_path: Path, record: Mapping[str, Any], verify: bool, what: str = "checkpoint tensors"
-) -> dict[str, Tensor]:
+def _check_tensor_file(tensor_path: Path, record: Mapping[str, Any], verify: bool, what: str) -> None:
+    """The tensor file is present, of the recorded size and (if ``verify``) of the recorded SHA-256."""
     if not tensor_path.exists():
         raise FileNotFoundError(f"{what} {tensor_path} are missing")
     size = tensor_path.stat().st_size
@@ -302,6 +309,12 @@ def _read_tensors(
             f"{what} {tensor_path} are corrupt "
             f"(SHA-256 does not match {tensor_path.with_suffix('.json').name})"
         )
+
+
+def _read_tensors(
+    tensor_path: Path, record: Mapping[str, Any], verify: bool, what: str = "checkpoint tensors"
+) -> dict[str, Tensor]:
+    _check_tensor_file(tensor_path, record, verify, what)
     try:
         return load_file(str(tensor_path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
@@ -314,20 +327,13 @@ def verify_checkpoint(json_path: str | Path) -> dict[str, Any]:
     :class:`CheckpointError` or :class:`FileNotFoundError` naming the bad file."""
     json_path = Path(json_path)
     record = _read_record(json_path)
-    tensor_path = json_path.with_name(record.get("tensors", json_path.with_suffix(".safetensors").name))
-    what = "checkpoint tensors"
-    if not tensor_path.exists():
-        raise FileNotFoundError(f"{what} {tensor_path} are missing")
-    size = tensor_path.stat().st_size
-    if size != record.get("bytes", size):
-        raise CheckpointError(
-            f"{what} {tensor_path} are truncated or corrupt: {size} bytes, expected {record['bytes']}"
-        )
-    if "sha256" in record and _sha256(tensor_path) != record["sha256"]:
-        raise CheckpointError(
-            f"{what} {tensor_path} are corrupt (SHA-256 does not match {tensor_path.with_suffix('.json').name})"
-        )
+    _check_tensor_file(_tensor_path(json_path, record), record, True, "checkpoint tensors")
     return record
+
+
+def _tensor_path(json_path: Path, record: Mapping[str, Any]) -> Path:
+    """The tensor file a checkpoint record names (``step-<k>.safetensors`` by default)."""
+    return json_path.with_name(record.get("tensors", json_path.with_suffix(".safetensors").name))
 
 
 def _split(tensors: Mapping[str, Tensor], prefix: str) -> dict[str, Tensor]:
@@ -342,7 +348,7 @@ def load_checkpoint(path: str | Path, verify: bool = True) -> Checkpoint:
     """
     json_path = find_checkpoint(path)
     record = _read_record(json_path)
-    tensor_path = json_path.with_name(record.get("tensors", json_path.with_suffix(".safetensors").name))
+    tensor_path = _tensor_path(json_path, record)
     tensors = _read_tensors(tensor_path, record, verify)
     model = _split(tensors, "model/")
     if not model:

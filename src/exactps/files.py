@@ -11,12 +11,16 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import sys
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
-__all__ = ["atomic_write", "atomic_write_text", "existing_outputs", "write_rows"]
+__all__ = ["atomic_write", "atomic_write_text", "existing_outputs", "temporary_target", "write_rows"]
+
+#: :func:`atomic_write`'s temporary file for the final name ``name``: ``.<name>.<8 mkstemp characters>.tmp``
+_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.[A-Za-z0-9_]{8}\.tmp$")
 
 
 def _read_umask() -> int:
@@ -58,6 +62,13 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         tmp.unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+
+
+def temporary_target(path: str | Path) -> str | None:
+    """The final file name whose :func:`atomic_write` left the temporary file ``path`` (an interrupted
+    write), or None if ``path`` is not such a file."""
+    match = _TEMPORARY.match(Path(path).name)
+    return match.group("name") if match else None
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

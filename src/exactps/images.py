@@ -21,6 +21,7 @@ from exactps.files import atomic_write
 from exactps.operators import Inpaint, LinearOperator
 
 __all__ = [
+    "check_not_smaller",
     "measurement_from_image",
     "read_image",
     "read_kernel",
@@ -105,21 +106,27 @@ def read_image(path: str | Path, size: int | None = None, channels: int = 3, ups
     if not p.is_file():
         raise FileNotFoundError(f"image {p} does not exist")
     if size is not None and not upscale:
-        try:
-            with Image.open(p) as im:
-                w, h = im.size
-        except Exception as err:  # PIL raises many types
-            raise ValueError(f"could not read image {p}: {err}") from err
-        if min(w, h) < size:
-            raise ValueError(
-                f"image {p} is {h}x{w} (height x width), smaller than the model's {size}x{size} images: it would "
-                f"be upscaled, and a restoration of an upscaled picture says little; use a ground truth of at "
-                f"least {size}x{size} pixels (it is centre-cropped and resized down)"
-            )
+        check_not_smaller(p, size)
     try:
         return load_image(p, size, channels)[None]
     except OSError as err:
         raise ValueError(str(err)) from err
+
+
+def check_not_smaller(path: str | Path, size: int) -> None:
+    """Raise ``ValueError`` if the image file's shorter side is below ``size`` (reading it for a model of
+    ``size x size`` images would enlarge it, and a restoration of an enlarged picture says little)."""
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+    except Exception as err:  # PIL raises many types
+        raise ValueError(f"could not read image {path}: {err}") from err
+    if min(w, h) < size:
+        raise ValueError(
+            f"image {path} is {h}x{w} (height x width), smaller than the model's {size}x{size} images: it would "
+            f"be upscaled, and a restoration of an upscaled picture says little; use a ground truth of at "
+            f"least {size}x{size} pixels (it is centre-cropped and resized down)"
+        )
 
 
 def _check_size(what: str, path: str | Path, got: Sequence[int], want: Sequence[int], why: str) -> None:

@@ -18,11 +18,11 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from exactps.batch import check_sigma_y
 from exactps.interpolants import Interpolant, X0Predictor, get_interpolant
 from exactps.loading import LoadedModel
 from exactps.networks import PRESETS
 from exactps.operators import LinearOperator
-from exactps.posterior import check_sigma_y
 from exactps.runtime import available_memory
 from exactps.samplers import SAMPLERS, sample
 

@@ -118,6 +118,11 @@ class BackbonePreset:
     def levels(self) -> int:
         return len(self.channel_mult)
 
+    @property
+    def size_multiple(self) -> int:
+        """``2^(levels - 1)``: image sides must be multiples of it (the U-Net halves them ``levels - 1`` times)."""
+        return 2 ** (self.levels - 1)
+
 
 PRESETS: dict[str, BackbonePreset] = {
     # ~0.7M parameters; milliseconds per forward pass at 16x16 on a CPU (tests).
@@ -274,7 +279,7 @@ class EPSDenoiser(nn.Module):
         return x
 
     def _check(self, m: Tensor) -> None:
-        step = 2 ** (self.preset.levels - 1)
+        step = self.preset.size_multiple
         if m.ndim != 4 or m.shape[1] != self.channels or m.shape[-1] % step or m.shape[-2] % step:
             raise ValueError(
                 f"expected images (B, {self.channels}, H, W) with H, W divisible by {step}, got {tuple(m.shape)}"

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from exactps.batch import as_batch, per_batch
+from exactps.batch import as_batch, check_sigma_y, per_batch
 from exactps.covariance import IsotropicNoise, PivotNoise
 from exactps.interpolants import Interpolant, as_time, eps_from_x0, score_from_x0
 from exactps.operators.base import LinearOperator
@@ -29,7 +29,6 @@ from exactps.operators.base import LinearOperator
 __all__ = [
     "Denoiser",
     "PosteriorPredictor",
-    "check_sigma_y",
     "measurement_image",
     "pivot",
     "posterior_eps",
@@ -38,21 +37,6 @@ __all__ = [
 ]
 
 Denoiser = Callable[[Tensor, PivotNoise], Tensor]
-
-
-def check_sigma_y(sigma_y: float | Tensor, like: Tensor) -> Tensor:
-    """``s_y`` as a tensor of shape ``(1,)`` or ``(B,)``; raises on negative, NaN or bad shape."""
-    sy = torch.as_tensor(sigma_y, dtype=like.dtype, device=like.device).reshape(-1)
-    if sy.numel() not in (1, like.shape[0]):
-        raise ValueError(
-            f"sigma_y must be a scalar or have one value per batch element ({like.shape[0]}), "
-            f"got {sy.numel()} values"
-        )
-    if not torch.isfinite(sy).all():
-        raise ValueError(f"sigma_y must be finite, got {sigma_y}")
-    if (sy < 0).any():
-        raise ValueError(f"sigma_y must be >= 0, got {sigma_y}")
-    return sy
 
 
 def _check_x(x_t: Tensor) -> None:

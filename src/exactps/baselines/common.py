@@ -9,10 +9,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from exactps.batch import per_batch
+from exactps.batch import check_sigma_y, per_batch
 from exactps.interpolants import Interpolant, X0Predictor
 from exactps.operators.base import LinearOperator, MatrixFreeOperator, SpectralOperator, default_rcond
-from exactps.posterior import check_sigma_y
 
 __all__ = [
     "BaselineOutput",

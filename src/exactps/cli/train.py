@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
-from exactps.checkpoint import list_checkpoints
+from exactps.checkpoint import checkpoint_step, list_checkpoints
 from exactps.cli.options import csv_list
 from exactps.data import open_data
 from exactps.models import OBJECTIVES, ModelConfig, get_objective
@@ -188,9 +187,6 @@ def _configs_from_args(args: argparse.Namespace) -> tuple[TrainConfig, ModelConf
     return cfg, mcfg, {"data": data, "size": size, "channels": channels}
 
 
-_CHECKPOINT_FILE = re.compile(r"^step-0*(\d+)\.(json|safetensors)$")
-
-
 def resolve_resume(path: str | Path) -> Path:
     """The run directory of ``--resume``: a run directory, or its ``checkpoints/`` folder, or the file of
     its latest checkpoint (a run resumes from its latest checkpoint only; an older one is refused with
@@ -205,13 +201,12 @@ def resolve_resume(path: str | Path) -> Path:
         found = list_checkpoints(folder)
         if not found:
             raise FileNotFoundError(f"cannot resume: no checkpoint found in {folder}")
-        match = _CHECKPOINT_FILE.match(p.name)
+        step = checkpoint_step(p)
         steps = [s for s, _ in found]
-        if match is None or int(match.group(1)) not in steps:
+        if step is None or step not in steps:
             raise FileNotFoundError(
                 f"{expected}; {p} is not a checkpoint of {run} (its checkpoints are steps {steps}): pass --resume {run}"
             )
-        step = int(match.group(1))
         if step != steps[-1]:
             raise ValueError(
                 f"{p} is not the latest checkpoint of {run} (step {steps[-1]} is): a run resumes from its latest "

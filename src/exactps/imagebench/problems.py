@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from PIL import Image
 from torch import Tensor
 
 from exactps.data import ImageFolder
+from exactps.images import check_not_smaller
 from exactps.operators import LinearOperator
 from exactps.seeds import BenchSeed, derive_seed, task_key
 from exactps.tasks import get_task, make_task_operator
@@ -54,9 +54,7 @@ def load_images(folder: str | Path, n: int, size: int, channels: int = 3) -> tup
         raise ValueError(f"{folder} holds {len(dataset)} readable images, fewer than the {n} asked for")
     files = dataset.files[:n]
     for path in files:
-        with Image.open(path) as img:
-            if min(img.size) < size:
-                raise ValueError(f"image {path} is {img.size[0]}x{img.size[1]}, smaller than the model's {size}x{size}")
+        check_not_smaller(path, size)
     return torch.stack([dataset.load(i) for i in range(n)]), [p.name for p in files]
 
 

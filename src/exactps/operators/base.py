@@ -25,7 +25,7 @@ import torch
 from deepinv.physics import DecomposablePhysics, LinearPhysics
 from torch import Tensor, nn
 
-from exactps.batch import per_batch
+from exactps.batch import check_sigma_y, per_batch
 from exactps.covariance import MatrixFreeNoise, PivotNoise, SpectralNoise
 
 __all__ = ["LinearOperator", "MatrixFreeOperator", "SpectralOperator", "default_rcond"]
@@ -150,13 +150,7 @@ class LinearOperator(nn.Module):
         or one value per image); anything else is a ``ValueError``/``TypeError`` naming what is wrong."""
         _check_tensor("x", x, self.img_shape, None, None)  # dtype/device: as before (A converts or fails)
         self._check_batch("x", x.shape[0])
-        sy = torch.as_tensor(sigma_y).reshape(-1)
-        if sy.numel() not in (1, x.shape[0]):
-            raise ValueError(
-                f"sigma_y must be a scalar or have one value per image ({x.shape[0]}), got {sy.numel()} values"
-            )
-        if sy.is_complex() or not bool(torch.isfinite(sy).all()) or bool((sy < 0).any()):
-            raise ValueError(f"sigma_y must be finite and >= 0, got {sigma_y}")
+        check_sigma_y(sigma_y, x)
         y = self.A(x)
         sy = per_batch(torch.as_tensor(sigma_y, dtype=y.dtype, device=y.device).reshape(-1), y.ndim)
         n = torch.randn(y.shape, generator=generator, dtype=y.dtype, device=y.device)

@@ -32,14 +32,11 @@ from exactps.checkpoint import (
     save_checkpoint,
     verify_checkpoint,
 )
-from exactps.files import atomic_write_text
+from exactps.files import atomic_write_text, temporary_target
 from exactps.images import save_grid
 
 __all__ = ["RunDir"]
 
-#: the temporary file of :func:`exactps.files.atomic_write` for the final name ``name``:
-#: ``.<name>.<8 mkstemp characters>.tmp``
-_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.[A-Za-z0-9_]{8}\.tmp$")
 #: the final names a run writes, per folder of the run directory (relative to the run)
 _OWNED = {
     ".": re.compile(r"^(config\.json|log\.jsonl)$"),
@@ -123,8 +120,8 @@ class RunDir:
             if not folder.is_dir():
                 continue
             for p in sorted(folder.iterdir()):
-                match = _TEMPORARY.match(p.name)
-                if match and owned.match(match.group("name")) and p.is_file():
+                target = temporary_target(p)
+                if target is not None and owned.match(target) and p.is_file():
                     p.unlink(missing_ok=True)
                     removed.append(p)
         return removed

@@ -52,7 +52,7 @@ def _activation_width(preset: str) -> float:
 def check_image_size(size: int, preset: str) -> None:
     """Raise ``ValueError`` unless ``size`` is a positive multiple of ``2^(levels - 1)`` (the U-Net
     halves the image ``levels - 1`` times)."""
-    step = 2 ** (PRESETS[preset].levels - 1)
+    step = PRESETS[preset].size_multiple
     if size < 1 or size % step:
         raise ValueError(
             f"--size {size} does not work with the {preset!r} preset: it must be a positive multiple of {step} "
