@@ -2,7 +2,8 @@
 depend on the weights), on this machine's device.
 
 1. EPS per-step overhead: one x0-prediction of EPS (pivot, variance map, network) against one of the
-   bare denoiser (the same network, no measurement), at rho = 1, per task; median of interleaved repeats.
+   bare denoiser (the same network, no measurement), at rho = 1, per task; median of interleaved repeats
+   (:func:`exactps.imagebench.run.eps_step_overhead`, the measurement ``exactps bench images`` reports).
 2. Wall clock per image: EPS at 20 NFE (Heun) against DPS at 250 and 1000 steps, same batch and device.
    DPS's cost is linear in its steps (one forward and one backward pass each), so it is measured over
    ``--dps-probe`` steps and scaled; EPS is measured whole.
@@ -13,13 +14,16 @@ depend on the weights), on this machine's device.
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
+from pathlib import Path
 
 import torch
 
 from exactps.baselines import dps_sample
+from exactps.imagebench import make_problem
+from exactps.imagebench.run import eps_step_overhead
 from exactps.interpolants import VE, VPLinear
+from exactps.loading import LoadedModel
 from exactps.models import ModelConfig, build_model
 from exactps.posterior import PosteriorPredictor
 from exactps.runtime import cpu_name, default_device
@@ -62,29 +66,20 @@ def main() -> None:
     where = f"{device} ({cpu_name()}, {torch.get_num_threads()} threads)"
     print(f"{a.preset} at {a.size}x{a.size}, batch {a.batch}, {where}")
     print("\n| task | EPS step (ms) | bare step (ms) | overhead |\n|---|---|---|---|")
-    ve = VE()
-    t = torch.full((a.batch,), float(ve.t_from_ratio(torch.tensor(1.0, dtype=torch.float64))), device=device)
-    x_t = x0 + torch.randn(x0.shape, generator=torch.Generator(device=device).manual_seed(1), device=device)
+    loaded = LoadedModel(eps, "eps", config, Path("untrained"))
+    names = [f"random-{i}" for i in range(a.batch)]
     for task in PAPER_TASKS:
-        op = make_task_operator(task, x0.shape[1:], torch.Generator().manual_seed(0), batch=a.batch).to(device)
-        y = op.measure(x0, 0.05, torch.Generator(device=device).manual_seed(2))
-        with torch.no_grad():
-            calls = {"eps": PosteriorPredictor(eps, ve, op, y, 0.05), "bare": PosteriorPredictor(eps, ve)}
-            times: dict[str, list[float]] = {"eps": [], "bare": []}
-            for i in range(a.repeats + 1):
-                for name, fn in calls.items():
-                    s = _seconds(lambda fn=fn: fn(x_t, t), device)
-                    if i:
-                        times[name].append(s)
-        e, b = statistics.median(times["eps"]), statistics.median(times["bare"])
-        print(f"| {task} | {1e3 * e:.1f} | {1e3 * b:.1f} | {100 * (e / b - 1):+.1f}% |")
+        o = eps_step_overhead(loaded, make_problem(task, x0.cpu(), names, 0.05, seed=0).to(device), a.repeats)
+        eps_ms, bare_ms = 1e3 * o["eps_seconds"], 1e3 * o["bare_seconds"]
+        print(f"| {task} | {eps_ms:.1f} | {bare_ms:.1f} | {100 * o['overhead']:+.1f}% |")
 
+    ve = VE()
     task = "paper-sr4"
     op = make_task_operator(task, x0.shape[1:], torch.Generator().manual_seed(0), batch=a.batch).to(device)
     y = op.measure(x0, 0.05, torch.Generator(device=device).manual_seed(2))
     with torch.no_grad():
         predict = PosteriorPredictor(eps, ve, op, y, 0.05)
-        sample(predict, ve, tuple(x0.shape), "heun", 3, device=device)  # warm-up
+        sample(predict, ve, tuple(x0.shape), "heun", 7, device=device)  # warm-up
         eps_s = _seconds(lambda: sample(predict, ve, tuple(x0.shape), "heun", 20, device=device), device)
     vp = VPLinear()
     x_init = initial_noise(vp, tuple(x0.shape), torch.Generator().manual_seed(3)).to(device)
