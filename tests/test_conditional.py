@@ -45,3 +45,23 @@ def test_conditioning_image_handles_a_mask_with_nothing_measured():
     cond = conditioning_image(op, y)
     assert torch.isfinite(cond).all()
     assert cond[0].abs().sum() == 0 and cond[1, 0, 0, 0] == 1
+
+
+def test_conditioning_image_is_the_palette_observation():
+    """Masked image for inpainting, A^+ y (dense pseudo-inverse) for 4x average pooling, y for blur."""
+    from exactps.tasks import TASKS
+
+    shape = (3, 16, 16)
+    x = torch.randn(2, *shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    for name in ("paper-inpaint-random", "paper-sr4"):
+        op = TASKS[name].build(shape, torch.Generator().manual_seed(2), torch.float64, 2)
+        y = op.A(x)
+        for b in range(2):
+            ob = op.select(b)
+            n = x[0].numel()
+            dense = torch.stack([ob.A(e.reshape(1, *shape)).reshape(-1) for e in torch.eye(n, dtype=torch.float64)], 1)
+            want = (torch.linalg.pinv(dense) @ y[b].reshape(-1)).reshape(shape)
+            assert torch.allclose(conditioning_image(op, y)[b], want, atol=1e-10), name
+    op = TASKS["paper-deblur-gauss"].build(shape, torch.Generator().manual_seed(2), torch.float64, 2)
+    y = op.A(x)
+    assert torch.equal(conditioning_image(op, y), y)

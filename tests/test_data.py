@@ -156,3 +156,13 @@ def test_builtin_train_and_test_splits_partition_every_photograph():
     assert not torch.equal(builtin_crops(4, 32, g, split="test"), builtin_crops(4, 32, g.manual_seed(0), split="train"))
     with pytest.raises(ValueError, match="split"):
         builtin_crops(1, 16, split="val")
+
+
+def test_builtin_image_is_a_whole_photograph_in_range():
+    from exactps.data import builtin_image
+
+    x = builtin_image("camera", channels=3)
+    assert x.shape == (3, 512, 512) and x.min() >= -1 and x.max() <= 1
+    assert builtin_image("astronaut", channels=1).shape == (1, 512, 512)
+    with pytest.raises(ValueError, match="unknown example photograph"):
+        builtin_image("nope")

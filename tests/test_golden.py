@@ -3,7 +3,9 @@
 ``tests/golden/figures.json`` and ``tests/golden/verify_quick.json`` were written by
 ``tests/golden/record.py`` (``--full`` for the latter) at commit 7f77e35, before the registries and the
 ``train``/``cli`` packages: the same seeds must give the same numbers (to float tolerance), and
-``exactps sample`` the same files.
+``exactps sample`` the same files. The ``sample`` entry was re-recorded when ``sample`` changed on
+purpose (per-image folders with the uncertainty outputs, seeds keyed by file name, ``--crop`` for the
+old centre-crop): from then on it guards that behaviour.
 """
 
 import json

@@ -80,3 +80,37 @@ def test_mask_must_be_black_and_white(tmp_path):
     for mode in ("RGB", "RGBA", "1"):
         Image.fromarray(bw).convert(mode).save(tmp_path / f"bw-{mode}.png")
         assert read_mask(tmp_path / f"bw-{mode}.png", SHAPE).sum() == 12 * 16
+
+
+def test_colour_map_std_scale_and_resize():
+    from exactps.images import STD_COLORMAP, colour_map, resize_shorter_side, std_scale
+
+    rgb = colour_map(torch.tensor([[0.0, 0.5, 2.0]]), vmax=1.0)
+    first, last = (torch.tensor(c, dtype=torch.float32) / 255 * 2 - 1 for c in (STD_COLORMAP[0], STD_COLORMAP[-1]))
+    assert rgb.shape == (3, 1, 3)
+    assert torch.allclose(rgb[:, 0, 0], first) and torch.allclose(rgb[:, 0, 2], last)  # clipped above vmax
+    assert std_scale(torch.tensor([0.3])) == 0.5 and std_scale(torch.tensor([0.011])) == 0.02
+    assert std_scale(torch.zeros(3)) == 1.0
+    x = torch.rand(1, 3, 30, 45) * 2 - 1
+    assert resize_shorter_side(x, 20).shape == (1, 3, 20, 30)
+    assert resize_shorter_side(x, 30) is x
+    with pytest.raises(ValueError, match="enlarge"):
+        resize_shorter_side(x, 31)
+
+
+def test_std_map_and_contact_sheet_are_labelled_pictures(tmp_path):
+    from PIL import Image
+
+    from exactps.images import colour_map, save_contact_sheet, save_std_map
+
+    std = torch.linspace(0, 0.4, 12 * 10).reshape(12, 10)
+    path = save_std_map(std, tmp_path / "std.png", scale=4)
+    pic = np.asarray(Image.open(path).convert("RGB"))
+    assert pic.shape[0] > 12 * 4 and pic.shape[1] > 10 * 4 + 20  # the map, the scale bar and its labels
+    columns = [("measurement", torch.zeros(3, 12, 10)), ("mean", torch.zeros(1, 12, 10)), ("std", colour_map(std, 0.5))]
+    sheet = Image.open(save_contact_sheet(columns, tmp_path / "c.png", scale=4, title="t"))
+    assert sheet.width >= 3 * 40 and sheet.height > 48 + 18
+    with pytest.raises(ValueError, match="column 'b'"):
+        save_contact_sheet([("a", torch.zeros(3, 4, 4)), ("b", torch.zeros(3, 5, 4))], tmp_path / "x.png")
+    with pytest.raises(ValueError, match=r"\(H, W\)"):
+        save_std_map(torch.zeros(3, 4, 4), tmp_path / "y.png")

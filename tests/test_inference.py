@@ -102,3 +102,26 @@ def test_requests_that_cannot_fit_are_refused_before_allocating(eps):
     with pytest.raises(SampleMemoryError, match=r"--batch / batch_size, e\.g\. \d+"):
         check_sample_memory(eps, 100_000, None, available=2 * 10**9)
     check_sample_memory(eps, 100_000, 1000, available=2 * 10**9)  # in calls of 1000 images: fits
+
+
+def test_calls_are_split_to_fit_and_images_of_any_size_are_sampled(eps):
+    """``fitting_call_size``: all images at once when they fit, fewer per call otherwise, an error when
+    one does not fit; ``posterior_samples`` restores an 18x22 image with the 16x16 model (padded U-Net)."""
+    from exactps.inference import SampleMemoryError, fitting_call_size
+
+    shape = (3, 64, 64)
+    assert fitting_call_size(eps, 8, shape, available=10**9) == 8
+    small = fitting_call_size(eps, 1000, shape, available=2 * 10**8)
+    assert 1 <= small < 1000
+    check = __import__("exactps.inference", fromlist=["check_sample_memory"]).check_sample_memory
+    check(eps, 1000, small, available=2 * 10**8, img_shape=shape)  # the chosen call size fits
+    with pytest.raises(SampleMemoryError):
+        check(eps, 1000, small + 1, available=2 * 10**8, img_shape=shape)
+    with pytest.raises(SampleMemoryError, match="can be allocated"):
+        fitting_call_size(eps, 4, (3, 4096, 4096), available=10**8)
+    op = Inpaint(random_masks((3, 18, 22), 1, 0.5, torch.Generator().manual_seed(0)), (3, 18, 22))
+    x0 = torch.rand(1, 3, 18, 22, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    xs = posterior_samples(eps, op, op.measure(x0, 0.0), 0.0, num_samples=2, sampler="ddim", nfe=3, generator=0)
+    assert xs.shape == (2, 1, 3, 18, 22) and torch.isfinite(xs).all()
+    observed = op.physics.mask[0].bool().expand(3, -1, -1)
+    assert torch.allclose(xs[0, 0][observed], x0[0][observed], atol=1e-5)

@@ -9,7 +9,7 @@ import torch
 
 from exactps.covariance import IsotropicNoise, MatrixFreeNoise
 from exactps.interpolants import VE
-from exactps.networks import PRESETS, EPSDenoiser, build_backbone, count_parameters
+from exactps.networks import CONDITIONINGS, PRESETS, EPSDenoiser, build_backbone, count_parameters
 from exactps.operators import (
     Blur,
     Inpaint,
@@ -84,7 +84,7 @@ def test_tiny_forward_is_fast_and_shaped():
     assert min(elapsed) < 5.0  # ~10-30 ms on two idle CPU cores; only catches gross regressions
 
 
-@pytest.mark.parametrize("conditioning", ["none", "scalar", "map"])
+@pytest.mark.parametrize("conditioning", list(CONDITIONINGS))
 def test_output_shape_spectral_noise(conditioning):
     model = _model(conditioning)
     _, m, noise, _ = _inpaint_noise(0.05)
@@ -95,10 +95,31 @@ def test_output_shape_spectral_noise(conditioning):
 
 def test_bad_input_shape_raises():
     model = _model("none", perturb=False)
-    with pytest.raises(ValueError, match="divisible"):
-        model(torch.zeros(1, 3, 15, 16), IsotropicNoise(torch.ones(1)))
     with pytest.raises(ValueError, match="expected images"):
         model(torch.zeros(1, 1, 16, 16), IsotropicNoise(torch.ones(1)))
+
+
+@pytest.mark.parametrize("size", [(15, 16), (17, 9), (1, 3)])
+def test_any_image_size_pads_the_unet_input_and_crops_its_output(size):
+    """D = c_skip m + c_out crop(F(pad(c_in m))): reflection (replication when too small) padding to
+    even sides for the 2-level tiny U-Net, the preconditioning at the image's own size."""
+    model = _model("map")
+    shape = (3, *size)
+    m = torch.randn(2, *shape, generator=torch.Generator().manual_seed(3))
+    mask = random_masks(shape, 2, 0.5, torch.Generator().manual_seed(4))
+    op = Inpaint(mask, shape)
+    m2, noise = op.pivot(m, torch.tensor([0.3, 2.0]), op.A(m), torch.full((2,), 0.1))
+    with torch.no_grad():
+        out = model(m2, noise)
+        x = model.backbone_input(m2, noise)
+        h, w = size
+        mode = "reflect" if h % 2 < h and w % 2 < w else "replicate"
+        padded = torch.nn.functional.pad(x, (0, w % 2, 0, h % 2), mode=mode)
+        labels = model.sigma_y_features(noise, m2)
+        f = model.net.forward_unet(padded, model.c_noise(noise, m2), class_labels=labels)[..., :h, :w]
+        want = noise.apply(model.c_skip, m2) + noise.apply(model.c_out, f)
+    assert out.shape == (2, *shape)
+    assert torch.allclose(out, want, atol=1e-6)
 
 
 def test_matrix_free_noise_is_rejected_with_a_clear_error():
@@ -141,7 +162,7 @@ def test_isotropic_equals_edm_preconditioning_by_hand():
     assert model.denoise(x, sigma).equal(ours)
 
 
-@pytest.mark.parametrize("conditioning", ["none", "scalar", "map"])
+@pytest.mark.parametrize("conditioning", list(CONDITIONINGS))
 def test_noiseless_measured_pixels_pass_through_exactly(conditioning):
     """s_y = 0: observed pixels have l = 0, so c_skip = 1, c_out = 0 and x0 == m there."""
     model = _model(conditioning)
@@ -187,7 +208,7 @@ def test_unconditional_checkpoint_loads_into_every_variant():
     sigma = torch.tensor([0.2, 5.0])
     with torch.no_grad():
         ref = plain.denoise(x, sigma)
-    for conditioning in ("scalar", "map"):
+    for conditioning in ("scalar", "map", "obs"):
         model = EPSDenoiser("tiny", conditioning=conditioning).eval()
         missing = model.load_backbone(ckpt)
         assert sorted("net." + k for k in missing) == sorted(model.conditioning_keys())
@@ -300,3 +321,28 @@ def test_compiled_backbone_is_one_graph_for_every_operator_type():
         assert torch.allclose(losses[0], losses[1], rtol=1e-5)
     assert counters["stats"]["unique_graphs"] == 1
     torch._dynamo.reset()
+
+
+def test_obs_conditioning_appends_the_scaled_observation_image():
+    """``"obs"`` (the paper's input): pivot, s_y embedding, and ``observation / sqrt(sd^2 + s_y^2)``."""
+    model = _model("obs")
+    op, m, noise, mask = _inpaint_noise(0.05)
+    x = model.backbone_input(m, noise)
+    assert x.shape == (2, 6, *SHAPE[1:])
+    assert torch.allclose(x[:, :3], noise.apply(model.c_in, m))
+    assert torch.allclose(x[:, 3:], mask * noise.y / (SD**2 + 0.05**2) ** 0.5)  # inpainting: the masked y
+    iso = model.backbone_input(m, IsotropicNoise(torch.tensor([0.4, 1.1])))
+    assert torch.equal(iso[:, 3:], torch.zeros_like(m))  # no measurement: zeros
+    with torch.no_grad():
+        model.net.enc["16x16_conv"].extra_weight.normal_(0, 0.1)
+        y2 = op.measure(_images(2, seed=5), 0.05, torch.Generator().manual_seed(3))
+        _, n2 = op.pivot(m, noise.rho, y2, noise.sigma_y)
+        n2.var = noise.var  # same S_t, same pivot: only the observation differs
+        assert not torch.allclose(model(m, noise), model(m, n2))
+
+
+def test_observation_image_needs_the_measurement():
+    _, m, noise, _ = _inpaint_noise(0.05)
+    noise.y = None
+    with pytest.raises(ValueError, match="without its measurement"):
+        noise.observation_image(m)

@@ -202,3 +202,11 @@ def test_paper_deblur_motion_draws_centred_lines(h, lengths):
     op64 = op.select(0).to_dtype(torch.float64)
     want = _circular_conv(x.numpy(), op64.kernels[0, 0].double().numpy())
     np.testing.assert_allclose(op64.A(x).numpy(), want, rtol=1e-6, atol=1e-6)
+
+
+def test_scale_factor_is_the_image_to_measurement_ratio():
+    for name, task in TASKS.items():
+        if task.build is None or not task.measures:
+            continue
+        op = task.build((3, 16, 16), torch.Generator().manual_seed(0), torch.float32, 1)
+        assert op.meas_shape[-1] * task.scale_factor == 16, name

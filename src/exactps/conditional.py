@@ -22,7 +22,7 @@ from exactps.covariance import IsotropicNoise
 from exactps.interpolants import Interpolant
 from exactps.networks import EPSDenoiser
 from exactps.objectives import regression_loss
-from exactps.operators.base import LinearOperator, SpectralOperator
+from exactps.operators.base import LinearOperator
 
 __all__ = [
     "ConditionalDenoiser",
@@ -66,20 +66,15 @@ def conditional_inputs(
 
 
 def conditioning_image(operator: LinearOperator | None, y: Tensor | None, like: Tensor | None = None) -> Tensor:
-    """The conditional network's extra input: ``A^T y / k_max^2`` (``k_max``: the largest singular
-    value, per sample, for a :class:`SpectralOperator`; 1 otherwise). It is ``A^+ y`` for operators
-    whose nonzero singular values are equal (inpainting, average-pooling SR) and image-scaled for the
-    rest. Zeros (shaped like ``like``) when there is no operator."""
+    """The conditional network's extra input, the observation as Palette is given it:
+    :meth:`~exactps.operators.base.LinearOperator.observation_image` (the masked image for inpainting,
+    the upsampled ``A^+ y`` for super-resolution, the blurred ``y`` for deblurring, ``A^T y / k_max^2``
+    for other spectral operators). Zeros (shaped like ``like``) when there is no operator."""
     if operator is None or y is None:
         if like is None:
             raise ValueError("conditioning_image needs `like` when there is no operator")
         return torch.zeros_like(like)
-    cond = operator.At(y)
-    if isinstance(operator, SpectralOperator):
-        k = operator.singular_values(operator.coef_ndim)
-        k2 = k.reshape(k.shape[0], -1).amax(1).to(cond.dtype) ** 2
-        cond = cond / per_batch(torch.where(k2 > 0, k2, torch.ones_like(k2)), cond.ndim)  # A = 0: cond = 0
-    return cond
+    return operator.observation_image(y)
 
 
 class _Levels(IsotropicNoise):
@@ -110,11 +105,10 @@ class ConditionalUNet(nn.Module):
         if x.ndim != 4 or x.shape[1] != 2 * self.channels:
             raise ValueError(f"expected (B, {2 * self.channels}, H, W) inputs, got {tuple(x.shape)}")
         eps = self.eps
-        eps._check(x[:, : self.channels])  # image size the U-Net can halve
         levels = _Levels(rho, sigma_y)
         dtype = eps.net.map_layer0.weight.dtype
         labels = eps.sigma_y_features(levels, x).to(dtype)
-        return eps.net.forward_unet(x.to(dtype), eps.c_noise(levels, x).to(dtype), class_labels=labels)
+        return eps.run_unet(x.to(dtype), eps.c_noise(levels, x).to(dtype), labels)  # any H x W (padded)
 
     def conditioning_keys(self) -> list[str]:
         return [f"eps.{k}" for k in self.eps.conditioning_keys()]

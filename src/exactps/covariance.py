@@ -42,6 +42,10 @@ class SpectralBasis(Protocol):
         """``diag(V diag(g) V^T)`` in pixel space for coefficients ``g`` in the layout of ``Vt``."""
         ...
 
+    def observation_image(self, y: Tensor) -> Tensor:
+        """The measurement ``y`` shown as an image (see :class:`PivotNoise.observation_image`)."""
+        ...
+
     def select(self, b: int) -> SpectralBasis: ...
 
 
@@ -59,6 +63,8 @@ class SystemSolver(Protocol):
 
     def select(self, b: int) -> SystemSolver: ...
 
+    def observation_image(self, y: Tensor) -> Tensor: ...
+
 
 def _pick(v: Tensor, b: int) -> Tensor:
     """Element ``b`` of a per-batch tensor (leading size ``B``), or ``v`` itself when shared (size 1)."""
@@ -74,6 +80,22 @@ class PivotNoise(ABC):
 
     rho: Tensor
     sigma_y: Tensor
+    #: The measurement the pivot was formed from (set by the operator's ``pivot``); ``None`` without one.
+    y: Tensor | None = None
+
+    def observation_image(self, like: Tensor) -> Tensor:
+        """The measurement ``y`` as an image shaped like ``like`` (the operator's
+        ``observation_image``: masked, upsampled or blurred ``y``), for networks told the observation
+        as well as the pivot (``"obs"`` conditioning); zeros when there is no measurement."""
+        operator = getattr(self, "operator", None)
+        if operator is None:
+            return torch.zeros_like(like)
+        if self.y is None:
+            raise ValueError(
+                f"this {type(self).__name__} was built without its measurement y, so it has no observation "
+                "image; form it with the operator's pivot()"
+            )
+        return operator.observation_image(self.y).to(like.dtype).expand_as(like)
 
     @abstractmethod
     def mul(self, x: Tensor) -> Tensor:
@@ -165,11 +187,14 @@ class SpectralNoise(PivotNoise):
     directions outside ``range(V)`` have variance ``rho^2``.
     """
 
-    def __init__(self, operator: SpectralBasis, var: Tensor, rho: Tensor, sigma_y: Tensor):
+    def __init__(
+        self, operator: SpectralBasis, var: Tensor, rho: Tensor, sigma_y: Tensor, y: Tensor | None = None
+    ):
         self.operator = operator
         self.var = var
         self.rho = rho.reshape(-1)
         self.sigma_y = sigma_y.reshape(-1)
+        self.y = y
 
     def apply(self, fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
         op = self.operator
@@ -211,7 +236,8 @@ class SpectralNoise(PivotNoise):
 
     def _select(self, b: int) -> SpectralNoise:
         op = self.operator.select(b)
-        return SpectralNoise(op, _pick(self.var, b), _pick(self.rho, b), _pick(self.sigma_y, b))
+        y = None if self.y is None else _pick(self.y, b)
+        return SpectralNoise(op, _pick(self.var, b), _pick(self.rho, b), _pick(self.sigma_y, b), y)
 
 
 class MatrixFreeNoise(PivotNoise):
@@ -221,10 +247,11 @@ class MatrixFreeNoise(PivotNoise):
     ``rho^2 (I - A^+ A) x`` (the null-space projection).
     """
 
-    def __init__(self, operator: SystemSolver, rho: Tensor, sigma_y: Tensor):
+    def __init__(self, operator: SystemSolver, rho: Tensor, sigma_y: Tensor, y: Tensor | None = None):
         self.operator = operator
         self.rho = rho.reshape(-1)
         self.sigma_y = sigma_y.reshape(-1)
+        self.y = y
 
     def mul(self, x: Tensor) -> Tensor:
         op = self.operator
@@ -275,4 +302,5 @@ class MatrixFreeNoise(PivotNoise):
         return torch.where(noiseless, rho * (z1 - w), general)
 
     def _select(self, b: int) -> MatrixFreeNoise:
-        return MatrixFreeNoise(self.operator.select(b), _pick(self.rho, b), _pick(self.sigma_y, b))
+        y = None if self.y is None else _pick(self.y, b)
+        return MatrixFreeNoise(self.operator.select(b), _pick(self.rho, b), _pick(self.sigma_y, b), y)

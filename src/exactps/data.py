@@ -41,6 +41,7 @@ __all__ = [
     "BuiltinSource",
     "ImageFolder",
     "builtin_crops",
+    "builtin_image",
     "load_image",
     "open_data",
 ]
@@ -237,6 +238,19 @@ def _builtin_images(channels: int) -> tuple[Tensor, ...]:
     if not images:
         raise RuntimeError("none of scikit-image's bundled photographs could be loaded")
     return tuple(images)
+
+
+def builtin_image(name: str, channels: int = 3) -> Tensor:
+    """One of scikit-image's bundled photographs (:data:`BUILTIN_IMAGES`) as ``(C, H, W)`` in ``[-1, 1]``,
+    whole (the examples of ``exactps sample --example``)."""
+    if name not in BUILTIN_IMAGES:
+        raise ValueError(f"unknown example photograph {name!r}; choose one of {', '.join(BUILTIN_IMAGES)}")
+    arr = getattr(skimage.data, name)()
+    arr = np.asarray(arr[0] if isinstance(arr, tuple) else arr)
+    if arr.dtype != np.uint8:
+        raise ValueError(f"scikit-image's {name!r} is not an 8-bit photograph ({arr.dtype})")
+    img = _to_channels(torch.from_numpy(np.ascontiguousarray(arr)), channels)
+    return img.float() / 127.5 - 1.0
 
 
 def _to_channels(img: Tensor, channels: int) -> Tensor:

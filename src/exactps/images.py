@@ -21,14 +21,20 @@ from exactps.files import atomic_write
 from exactps.operators import Inpaint, LinearOperator
 
 __all__ = [
+    "STD_COLORMAP",
     "check_not_smaller",
+    "colour_map",
     "measurement_from_image",
     "read_image",
     "read_kernel",
     "read_mask",
+    "resize_shorter_side",
+    "save_contact_sheet",
     "save_grid",
     "save_image",
     "save_labelled_grid",
+    "save_std_map",
+    "std_scale",
 ]
 
 
@@ -92,6 +98,109 @@ def save_labelled_grid(
     return out
 
 
+#: Anchors of the colour map of standard-deviation pictures (viridis, dark = certain, yellow = uncertain),
+#: interpolated linearly in RGB.
+STD_COLORMAP: tuple[tuple[int, int, int], ...] = (
+    (68, 1, 84), (72, 40, 120), (62, 74, 137), (49, 104, 142), (38, 130, 142),
+    (31, 158, 137), (53, 183, 121), (109, 205, 89), (180, 222, 44), (253, 231, 37),
+)  # fmt: skip
+
+
+def colour_map(values: Tensor, vmax: float) -> Tensor:
+    """``(H, W)`` values in ``[0, vmax]`` as an RGB image ``(3, H, W)`` in ``[-1, 1]`` through
+    :data:`STD_COLORMAP` (values outside are clipped; ``vmax <= 0`` maps everything to the first colour)."""
+    anchors = torch.tensor(STD_COLORMAP, dtype=torch.float32) / 255
+    v = values.detach().float().cpu()
+    u = (v / vmax).clamp(0, 1) if vmax > 0 else torch.zeros_like(v)
+    pos = u * (len(anchors) - 1)
+    lo = pos.floor().long().clamp(max=len(anchors) - 2)
+    frac = (pos - lo).unsqueeze(-1)
+    rgb = anchors[lo] * (1 - frac) + anchors[lo + 1] * frac
+    return rgb.permute(2, 0, 1) * 2 - 1
+
+
+def std_scale(std: Tensor) -> float:
+    """The top of the colour scale of a std picture: its largest value, rounded up to a readable number
+    (``1, 2, 2.5, 5`` times a power of ten), so that the scale bar's labels are short."""
+    top = float(std.max()) if std.numel() else 0.0
+    if not top > 0:
+        return 1.0
+    power = 10 ** np.floor(np.log10(top))
+    for step in (1, 2, 2.5, 5, 10):
+        if step * power >= top:
+            return float(step * power)
+    return float(10 * power)
+
+
+def _scaled(img: Tensor, scale: int) -> Image.Image:
+    """An image ``(C, H, W)`` in ``[-1, 1]`` as an RGB PIL picture enlarged ``scale`` times (nearest)."""
+    x = ((img.detach().float().cpu().clamp(-1, 1) + 1) / 2 * 255).round().to(torch.uint8)
+    x = x.expand(3, -1, -1) if x.shape[0] == 1 else x
+    pic = Image.fromarray(x.permute(1, 2, 0).numpy())
+    return pic.resize((pic.width * scale, pic.height * scale), Image.Resampling.NEAREST) if scale > 1 else pic
+
+
+def _font(size: int = 12) -> ImageFont.ImageFont:
+    return ImageFont.load_default(size=size)
+
+
+def save_std_map(std: Tensor, path: str | Path, vmax: float | None = None, scale: int = 1,
+                 title: str = "posterior std") -> Path:  # fmt: skip
+    """The per-pixel standard deviation ``(H, W)`` (in image units, ``[-1, 1]`` images) as a colour-mapped
+    PNG with a scale bar at its right labelled in pixel values of ``[0, 1]`` images (``std / 2``):
+    ``0``, half and the top ``vmax`` (default :func:`std_scale` of ``std``). Written atomically."""
+    if std.ndim != 2:
+        raise ValueError(f"std must be (H, W), got {tuple(std.shape)}")
+    vmax = std_scale(std) if vmax is None else float(vmax)
+    pic = _scaled(colour_map(std, vmax), scale)
+    font = _font()
+    bar_w, gap, top = 12, 6, 18
+    ramp = torch.linspace(vmax, 0, max(pic.height, 2))[:, None].expand(-1, bar_w)
+    bar = _scaled(colour_map(ramp, vmax), 1)
+    labels = [(0.0, f"{0:g}"), (0.5, f"{vmax / 4:.3g}"), (1.0, f"{vmax / 2:.3g}")]
+    text_w = max(int(ImageDraw.Draw(pic).textlength(t, font=font)) for _, t in labels)
+    width = max(pic.width + gap + bar_w + 4 + text_w + 4, int(ImageDraw.Draw(pic).textlength(title, font=font)) + 8)
+    canvas = Image.new("RGB", (width, pic.height + top + 6), "white")
+    canvas.paste(pic, (0, top))
+    canvas.paste(bar, (pic.width + gap, top))
+    draw = ImageDraw.Draw(canvas)
+    draw.text((2, 2), title, fill="black", font=font)
+    for frac, text in labels:
+        y = top + (1 - frac) * (pic.height - 1)
+        draw.text((pic.width + gap + bar_w + 4, y), text, fill="black", font=font, anchor="lm")
+    out = Path(path)
+    atomic_write(out, lambda tmp: canvas.save(tmp, format="PNG"))
+    return out
+
+
+def save_contact_sheet(columns: Sequence[tuple[str, Tensor]], path: str | Path, scale: int = 1,
+                       title: str | None = None) -> Path:  # fmt: skip
+    """One row of labelled pictures: ``columns`` of ``(title, image (C, H, W) in [-1, 1])`` side by side,
+    each column's title drawn above it (and an overall ``title`` on top). Images must share ``H x W``;
+    grey ones are shown in colour. Written atomically."""
+    if not columns:
+        raise ValueError("a contact sheet needs at least one column")
+    h, w = columns[0][1].shape[-2:]
+    for name, img in columns:
+        if img.ndim != 3 or tuple(img.shape[-2:]) != (h, w):
+            raise ValueError(f"column {name!r} is {tuple(img.shape)}, expected (C, {h}, {w})")
+    font, pad = _font(), 4
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    cell = max(w * scale, *(int(measure.textlength(n, font=font)) + 4 for n, _ in columns))
+    head = 18 if title else 0
+    canvas = Image.new("RGB", (pad + len(columns) * (cell + pad), head + 18 + h * scale + pad), "white")
+    draw = ImageDraw.Draw(canvas)
+    if title:
+        draw.text((pad, 2), title, fill="black", font=font)
+    for i, (name, img) in enumerate(columns):
+        left = pad + i * (cell + pad)
+        draw.text((left + cell // 2, head + 9), name, fill="black", font=font, anchor="mm")
+        canvas.paste(_scaled(img, scale), (left + (cell - w * scale) // 2, head + 18))
+    out = Path(path)
+    atomic_write(out, lambda tmp: canvas.save(tmp, format="PNG"))
+    return out
+
+
 def save_image(img: Tensor, path: str | Path) -> Path:
     """One image ``(C, H, W)`` in ``[-1, 1]`` as a PNG of its own size (no border)."""
     return save_grid([img[None]], path, pad=0)
@@ -111,6 +220,19 @@ def read_image(path: str | Path, size: int | None = None, channels: int = 3, ups
         return load_image(p, size, channels)[None]
     except OSError as err:
         raise ValueError(str(err)) from err
+
+
+def resize_shorter_side(x: Tensor, size: int) -> Tensor:
+    """Images ``(B, C, H, W)`` in ``[-1, 1]`` resized (bicubic, antialiased) so that the shorter side is
+    ``size``, keeping the aspect ratio; ``ValueError`` if that would enlarge them."""
+    h, w = x.shape[-2:]
+    if size > min(h, w):
+        raise ValueError(f"cannot resize a {h}x{w} image so its shorter side is {size}: that would enlarge it")
+    if size == min(h, w):
+        return x
+    out = (round(h * size / min(h, w)), round(w * size / min(h, w)))
+    y = torch.nn.functional.interpolate(x.float(), size=out, mode="bicubic", antialias=True, align_corners=False)
+    return y.clamp(-1, 1).to(x.dtype)
 
 
 def check_not_smaller(path: str | Path, size: int) -> None:
@@ -134,11 +256,12 @@ def _check_size(what: str, path: str | Path, got: Sequence[int], want: Sequence[
         raise ValueError(f"{what} {path} is {got[0]}x{got[1]} but {why} {want[0]}x{want[1]}")
 
 
-def read_mask(path: str | Path, img_shape: Sequence[int]) -> Tensor:
-    """An inpainting mask file as ``(1, 1, H, W)`` zeros and ones: white (> 50% grey) = observed.
-    Its size must be the images' ``H x W`` (it is never resized)."""
+def read_mask(path: str | Path, img_shape: Sequence[int] | None = None) -> Tensor:
+    """An inpainting mask file as ``(1, 1, H, W)`` zeros and ones: white = observed, black = missing,
+    nothing else. Its size must be the images' ``H x W`` when ``img_shape`` is given (it is never resized)."""
     m = read_image(path, None, channels=1)
-    _check_size("mask", path, m.shape[-2:], img_shape[-2:], "must have the images' size,")
+    if img_shape is not None:
+        _check_size("mask", path, m.shape[-2:], img_shape[-2:], "must have the images' size,")
     _check_binary(path)
     return (m > 0).to(torch.float32)
 

@@ -26,7 +26,14 @@ from exactps.operators import LinearOperator
 from exactps.runtime import available_memory
 from exactps.samplers import SAMPLERS, sample
 
-__all__ = ["SampleMemoryError", "check_operator_for", "check_sample_memory", "posterior_samples"]
+__all__ = [
+    "SampleMemoryError",
+    "check_measures",
+    "check_operator_for",
+    "check_sample_memory",
+    "fitting_call_size",
+    "posterior_samples",
+]
 
 
 class SampleMemoryError(ValueError):
@@ -37,6 +44,19 @@ def _gib(n: float) -> str:
     return f"{n / 2**30:.3g} GiB"
 
 
+def _memory_terms(
+    loaded: LoadedModel, img_shape: tuple[int, ...], num_images: int, meas_numel: int, element_size: int
+) -> tuple[int, int]:
+    """Bytes kept for the whole request, and bytes per image of one sampler call (see :func:`check_sample_memory`)."""
+    c, h, w = img_shape
+    image = c * h * w * element_size
+    preset = PRESETS.get(loaded.model_config.preset)
+    width = preset.model_channels if preset is not None else c
+    per_call_image = 4 * image + 2 * width * h * w * element_size
+    kept = num_images * (2 * image + meas_numel * element_size)
+    return kept, per_call_image
+
+
 def check_sample_memory(
     loaded: LoadedModel,
     num_images: int,
@@ -44,6 +64,7 @@ def check_sample_memory(
     meas_numel: int = 0,
     element_size: int = 4,
     available: int | None = None,
+    img_shape: tuple[int, ...] | None = None,
 ) -> None:
     """Raise :class:`SampleMemoryError` if ``num_images`` samples drawn in sampler calls of ``call_images``
     images (``None``: all at once) cannot fit, before anything is allocated.
@@ -52,21 +73,19 @@ def check_sample_memory(
     while the calls' outputs are concatenated), with the repeated measurements (``meas_numel`` values
     per image), and each call holds, per image, the sampler's state (4 images) and the network's
     first-level feature maps (2 maps of ``model_channels`` channels at full resolution).
-    ``available``: bytes that can be allocated (default :func:`available_memory` of the model's device).
+    ``available``: bytes that can be allocated (default :func:`available_memory` of the model's device);
+    ``img_shape``: the images' ``(C, H, W)`` (default the model's training size).
     """
     available = available_memory(loaded.device) if available is None else available
     if available is None:
         return
-    c, h, w = loaded.img_shape
-    image = c * h * w * element_size
-    preset = PRESETS.get(loaded.model_config.preset)
-    width = preset.model_channels if preset is not None else c
-    per_call_image = 4 * image + 2 * width * h * w * element_size
+    shape = tuple(img_shape or loaded.img_shape)
+    kept, per_call_image = _memory_terms(loaded, shape, num_images, meas_numel, element_size)
     call = min(num_images, call_images or num_images)
-    kept = num_images * (2 * image + meas_numel * element_size)
     need = kept + call * per_call_image
     if need <= available:
         return
+    image = math.prod(shape) * element_size
     fix = []
     if call * per_call_image > available / 2:
         fit = max(1, int((available - kept) // per_call_image)) if kept < available else None
@@ -74,12 +93,33 @@ def check_sample_memory(
     if kept > available / 2:
         most = max(0, int(available // (2 * (2 * image + meas_numel * element_size))))
         fix.append(f"draw fewer samples (--num-samples; all are kept in memory: about {most} images fit)")
+    c, h, w = shape
     raise SampleMemoryError(
         f"{num_images} sampled images of {c}x{h}x{w} ({loaded.model_config.preset} model) need at least "
         f"{_gib(need)} on {loaded.device} (the samples {_gib(kept)}, each sampler call of {call} image(s) "
         f"{_gib(call * per_call_image)}) but only {_gib(available)} can be allocated: "
-        + " or ".join(fix or ["free memory or use a larger device"])
+        + " or ".join(fix or ["free memory or use a smaller image"])
     )
+
+
+def fitting_call_size(
+    loaded: LoadedModel,
+    num_images: int,
+    img_shape: tuple[int, ...],
+    meas_numel: int = 0,
+    element_size: int = 4,
+    available: int | None = None,
+) -> int:
+    """The most images one sampler call may hold so that ``num_images`` samples of ``img_shape`` fit
+    (all of them when they fit at once); :class:`SampleMemoryError` when not even one image per call fits."""
+    available = available_memory(loaded.device) if available is None else available
+    if available is None:
+        return num_images
+    kept, per_call_image = _memory_terms(loaded, tuple(img_shape), num_images, meas_numel, element_size)
+    call = min(num_images, int((available - kept) // per_call_image)) if kept < available else 0
+    if call < 1:
+        check_sample_memory(loaded, num_images, 1, meas_numel, element_size, available, img_shape)
+    return max(call, 1)
 
 
 def _generator(generator: torch.Generator | int | None, device: torch.device) -> torch.Generator | None:
@@ -108,15 +148,20 @@ def check_operator_for(loaded: LoadedModel, operator: LinearOperator | None) -> 
     with a measurement, or images of another number of channels)."""
     if operator is None:
         return
-    if not loaded.spec.measures:
-        raise ValueError(
-            f"{loaded.source} is an unconditional model (objective {loaded.objective!r}): it was not trained for "
-            "measurements and samples only the prior (use no operator / --task none)"
-        )
+    check_measures(loaded)
     if operator.img_shape[0] != loaded.model_config.channels:
         raise ValueError(
             f"the operator acts on {operator.img_shape[0]}-channel images but {loaded.source} is a "
             f"{loaded.model_config.channels}-channel model"
+        )
+
+
+def check_measures(loaded: LoadedModel) -> None:
+    """Raise ``ValueError`` if ``loaded`` is an unconditional model (it cannot restore measurements)."""
+    if not loaded.spec.measures:
+        raise ValueError(
+            f"{loaded.source} is an unconditional model (objective {loaded.objective!r}): it was not trained for "
+            "measurements and samples only the prior (use no operator / --task none)"
         )
 
 
@@ -139,8 +184,11 @@ def posterior_samples(
     ``(B, *operator.meas_shape)``; ``sigma_y`` a scalar or one value per measurement (``0``: noiseless).
     ``operator=None`` (and ``y=None``) draws prior samples, ``(num_samples, 1, C, H, W)`` at the model's
     resolution. ``generator`` is a generator on the model's device or an integer seed. ``batch_size``
-    caps the images per sampler call (default: all at once); the samples depend on it, as the
-    generator's draws are consumed call by call. The operator and ``y`` are moved to the model's device.
+    caps the images per sampler call (default: as many as fit in memory, all at once when they do,
+    :func:`fitting_call_size`); the samples depend on it, as the generator's draws are consumed call by
+    call. The operator and ``y`` are moved to the model's device. Images of any size ``H x W`` work (the
+    networks pad them, :meth:`~exactps.networks.EPSDenoiser.run_unet`); a request that cannot fit is a
+    :class:`SampleMemoryError` before anything is allocated.
     """
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; choose one of {sorted(SAMPLERS)}")
@@ -165,6 +213,8 @@ def posterior_samples(
             raise ValueError("y was given without an operator")
         prior = _predictor(loaded, interp, None, None, 0.0)
         dtype = next(loaded.model.parameters()).dtype
+        if batch_size is None:
+            batch_size = fitting_call_size(loaded, num_samples, loaded.img_shape, 0, _element_size(dtype))
         check_sample_memory(loaded, num_samples, batch_size, 0, _element_size(dtype))
         return draw(lambda _: prior, num_samples, loaded.img_shape, dtype).unsqueeze(1)
     check_operator_for(loaded, operator)
@@ -181,8 +231,11 @@ def posterior_samples(
     batch, shape = y.shape[0], operator.img_shape
     meas = math.prod(operator.meas_shape) if operator.batch == 1 else 0
     per_call = num_samples * batch if operator.batch == 1 else num_samples  # images of one sampler call, uncapped
+    if batch_size is None:
+        batch_size = fitting_call_size(loaded, num_samples * batch, shape, meas, _element_size(y.dtype))
+        batch_size = None if batch_size >= per_call else batch_size
     call = min(per_call, batch_size or per_call)
-    check_sample_memory(loaded, num_samples * batch, call, meas, _element_size(y.dtype))
+    check_sample_memory(loaded, num_samples * batch, call, meas, _element_size(y.dtype), img_shape=shape)
     if operator.batch == 1:  # one flat batch: sample k of measurement b is image k * B + b
         ys = y.repeat(num_samples, *([1] * (y.ndim - 1)))
         sys = sy.repeat(num_samples) if sy.numel() > 1 else sy

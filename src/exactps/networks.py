@@ -6,9 +6,10 @@ The backbone is deepinv's :class:`~deepinv.models.NCSNpp` with ``model_type="ddp
 DDPM++ U-Net), used through its ``forward_unet(x, c_noise, class_labels)``, which bypasses
 deepinv's own scalar preconditioning. Reasons:
 
-- it is fully convolutional (attention placement follows the preset's nominal resolution, but any
-  ``H, W`` divisible by ``2^(levels-1)`` runs), takes any number of input channels, and embeds the
-  noise level exactly as EDM (``c_noise = log(sigma)/4``, positional embedding);
+- it is fully convolutional (attention placement follows the preset's nominal resolution, and any
+  ``H, W`` runs: :meth:`EPSDenoiser.run_unet` pads to multiples of ``2^(levels-1)`` and crops back),
+  takes any number of input channels, and embeds the noise level exactly as EDM
+  (``c_noise = log(sigma)/4``, positional embedding);
 - preset ``base-64`` is exactly the architecture of EDM's FFHQ-64 VP checkpoint
   (``edm-ffhq-64x64-uncond-vp`` in deepinv), so a pretrained unconditional denoiser loads
   with :meth:`EPSDenoiser.load_backbone` and can be fine-tuned into an EPS denoiser;
@@ -28,6 +29,9 @@ Conditioning (``conditioning=``)
 - ``"map"``: plus ``C`` extra input channels holding the exact per-pixel diagonal of
   ``S_t (sd^2 I + S_t)^{-1}`` (``l/(sd^2+l)`` per direction, so 0 = measured exactly, 1 = pure noise),
   seen by a zero-initialised convolution added to the first layer.
+- ``"obs"``: the paper's input: ``"scalar"`` plus ``C`` extra input channels holding the observation
+  as an image (:meth:`~exactps.covariance.PivotNoise.observation_image`: masked, upsampled or blurred
+  ``y``) scaled by ``1/sqrt(sd^2 + s_y^2)``, through the same zero-initialised convolution.
 
 All conditioning weights start at zero, so every variant initialised from (or loading) the same
 unconditional weights computes exactly the same function until trained.
@@ -56,7 +60,7 @@ from deepinv.models import NCSNpp
 from deepinv.models.utils import UpDownConv2d
 from torch import Tensor, nn
 
-from exactps.batch import as_batch
+from exactps.batch import as_batch, per_batch
 from exactps.covariance import IsotropicNoise, PivotNoise
 
 __all__ = [
@@ -72,15 +76,22 @@ __all__ = [
     "count_parameters",
 ]
 
-Conditioning = Literal["none", "scalar", "map"]
+Conditioning = Literal["none", "scalar", "map", "obs"]
 
 
 @dataclass(frozen=True)
 class ConditioningInputs:
-    """What a conditioning gives the network beyond ``c_noise``: an ``s_y`` embedding, the variance map."""
+    """What a conditioning gives the network beyond ``c_noise``: an ``s_y`` embedding, the variance
+    map, the observation image (each map is ``C`` extra input channels)."""
 
     sigma_y_embedding: bool
     variance_map: bool
+    observation: bool = False
+
+    @property
+    def extra_maps(self) -> int:
+        """How many ``C``-channel maps are appended to the network's input."""
+        return int(self.variance_map) + int(self.observation)
 
 
 #: The conditioning of EPS models unless asked otherwise (the ablation in the README chose it).
@@ -91,6 +102,7 @@ CONDITIONINGS: dict[str, ConditioningInputs] = {
     "none": ConditioningInputs(sigma_y_embedding=False, variance_map=False),
     "scalar": ConditioningInputs(sigma_y_embedding=True, variance_map=False),
     "map": ConditioningInputs(sigma_y_embedding=True, variance_map=True),
+    "obs": ConditioningInputs(sigma_y_embedding=True, variance_map=False, observation=True),
 }
 
 #: ``rho`` and ``s_y`` are clamped to these ranges before taking logs (embeddings only).
@@ -239,9 +251,9 @@ class EPSDenoiser(nn.Module):
         if self.embed_dim:
             nn.init.zeros_(self.net.map_label.weight)
             nn.init.zeros_(self.net.map_label.bias)
-        if self.inputs.variance_map:
+        if self.inputs.extra_maps:
             first = next(iter(self.net.enc))
-            self.net.enc[first] = _InputConv(self.net.enc[first], channels)
+            self.net.enc[first] = _InputConv(self.net.enc[first], channels * self.inputs.extra_maps)
 
     # -- preconditioning coefficients, elementwise in the variance l --------------------------------
     def c_in(self, l: Tensor) -> Tensor:
@@ -272,18 +284,33 @@ class EPSDenoiser(nn.Module):
         return _positional(c_y, self.embed_dim) / math.sqrt(self.embed_dim)
 
     def backbone_input(self, m: Tensor, noise: PivotNoise) -> Tensor:
-        """``c_in(S_t) m``, with the ``"map"`` channels ``diag(S_t (sd^2 + S_t)^{-1})`` appended."""
+        """``c_in(S_t) m``, with the ``"map"`` channels ``diag(S_t (sd^2 + S_t)^{-1})`` or the ``"obs"``
+        channels ``observation / sqrt(sd^2 + s_y^2)`` appended."""
         x = noise.apply(self.c_in, m)
+        maps = [x]
         if self.inputs.variance_map:
-            x = torch.cat([x, noise.diagonal(self.noise_fraction, m).to(x.dtype)], dim=1)
-        return x
+            maps.append(noise.diagonal(self.noise_fraction, m).to(x.dtype))
+        if self.inputs.observation:
+            c_obs = per_batch(torch.rsqrt(self.sigma_data**2 + as_batch(noise.sigma_y, m) ** 2), m.ndim)
+            maps.append((c_obs * noise.observation_image(m)).to(x.dtype))  # 0 when s_y = inf
+        return torch.cat(maps, dim=1) if len(maps) > 1 else x
 
     def _check(self, m: Tensor) -> None:
+        if m.ndim != 4 or m.shape[1] != self.channels:
+            raise ValueError(f"expected images (B, {self.channels}, H, W), got {tuple(m.shape)}")
+
+    def run_unet(self, x: Tensor, c_noise: Tensor, labels: Tensor | None) -> Tensor:
+        """The U-Net ``F`` on inputs of any ``H x W``: padded (reflection) at the bottom and right to
+        multiples of ``2^(levels - 1)`` (:attr:`BackbonePreset.size_multiple`), output cropped back,
+        so a photo is restored at its own size; inputs of such a size are passed as they are."""
         step = self.preset.size_multiple
-        if m.ndim != 4 or m.shape[1] != self.channels or m.shape[-1] % step or m.shape[-2] % step:
-            raise ValueError(
-                f"expected images (B, {self.channels}, H, W) with H, W divisible by {step}, got {tuple(m.shape)}"
-            )
+        h, w = x.shape[-2:]
+        pad_h, pad_w = -h % step, -w % step
+        if pad_h or pad_w:
+            mode = "reflect" if pad_h < h and pad_w < w else "replicate"
+            x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+        out = self.net.forward_unet(x, c_noise, class_labels=labels)
+        return out[..., :h, :w]
 
     def forward(self, m: Tensor, noise: PivotNoise) -> Tensor:
         """``x0 = c_skip(S_t) m + c_out(S_t) F(c_in(S_t) m, c_noise, c_y[, map])``."""
@@ -291,8 +318,7 @@ class EPSDenoiser(nn.Module):
         dtype = self.net.map_layer0.weight.dtype
         x = self.backbone_input(m, noise).to(dtype)
         labels = self.sigma_y_features(noise, m).to(dtype) if self.embed_dim else None
-        out = self.net.forward_unet(x, self.c_noise(noise, m).to(dtype), class_labels=labels)
-        out = out.to(m.dtype)
+        out = self.run_unet(x, self.c_noise(noise, m).to(dtype), labels).to(m.dtype)
         return noise.apply(self.c_skip, m) + noise.apply(self.c_out, out)
 
     def denoise(self, x: Tensor, sigma: float | Tensor) -> Tensor:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["available_memory", "cpu_name", "default_device", "device_memory"]
+__all__ = ["available_memory", "cpu_name", "default_device", "default_threads", "device_memory", "usable_cores"]
 
 
 def default_device() -> torch.device:
@@ -16,6 +16,39 @@ def default_device() -> torch.device:
     if torch.cuda.is_available():
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     return torch.device("cpu")
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on: its affinity set, capped by a cgroup CPU quota (``cpu.max``)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, int(int(quota) // int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, cores)
+
+
+def default_threads(environ: dict[str, str] | None = None, load: float | None = None) -> int:
+    """Torch CPU threads that do not oversubscribe the machine: ``OMP_NUM_THREADS`` when it is set
+    (a positive integer), otherwise the cores left free by other work, ``usable_cores()`` minus the
+    1-minute load average (rounded), at least 1. (Torch's own default, every core, made sampling 100x
+    slower beside one busy process on a 2-core machine.) ``environ``/``load``: for tests."""
+    env = os.environ if environ is None else environ
+    value = env.get("OMP_NUM_THREADS", "").strip()
+    if value.isdigit() and int(value) > 0:
+        return int(value)
+    cores = usable_cores()
+    if load is None:
+        try:
+            load = os.getloadavg()[0]
+        except (AttributeError, OSError):
+            load = 0.0
+    return max(1, min(cores, cores - round(load)))
 
 
 def cpu_name() -> str:

@@ -78,7 +78,7 @@ class Task:
     ``build``: the operator for a batch (None: only from a user's ``accepts`` input);
     ``random``: whether ``build`` draws per batch element (else it is the same for every call and may
     be cached); ``accepts``: the user input that replaces the drawn part (``mask`` or ``kernel``);
-    ``measurement``: what a stored measurement of an ``R x R`` image holds (``exactps sample --help``);
+    ``measurement``: what a stored measurement of an ``H x W`` image holds (``exactps sample --help``);
     ``published``: the key of the baselines' official per-task settings (:mod:`exactps.baselines`).
     """
 
@@ -93,6 +93,14 @@ class Task:
     def measures(self) -> bool:
         """False for ``none`` (``A = 0``: no measurement)."""
         return self.family != "none"
+
+    @property
+    def scale_factor(self) -> int:
+        """How many times larger than the measurement the image is (``sr-<filter>-x<factor>``: the
+        factor; 1 otherwise): image sides must be multiples of it."""
+        if self.family.startswith("sr-") and "-x" in self.family:
+            return int(self.family.rsplit("-x", 1)[1])
+        return 1
 
     def needs_input(self, random_ok: bool) -> bool:
         """Whether a measurement of this task needs the user's ``accepts`` input: always without ``build``,
@@ -183,16 +191,16 @@ def _colorize(shape, generator, dtype, batch) -> LinearOperator:
 
 
 _SR4 = (
-    "the low-resolution image, R/4 x R/4, made by exactps's operator (deepinv's bicubic Downsampling, circular "
+    "the low-resolution image, H/4 x W/4, made by exactps's operator (deepinv's bicubic Downsampling, circular "
     "boundary); other resizers sample other pixel positions, so simulate with --image, or measure with exactps.tasks"
 )
-_SR2 = "the low-resolution image, R/2 x R/2 (2x2 average pooling)"
-_HOLES = "the image with holes, R x R (the holes' values are ignored)"
-_BLURRED = "the blurred image, R x R"
-_GAUSS = "the blurred image, R x R (the training Gaussian blur, or --kernel)"
-_GREY = "the grayscale image, R x R (Rec. 601 luma)"
-_SR4_AVG = "the low-resolution image, R/4 x R/4 (4x4 average pooling)"
-_PAPER_GAUSS = "the blurred image, R x R (Gaussian, std 0.75 R/64, or --kernel)"
+_SR2 = "the low-resolution image, H/2 x W/2 (2x2 average pooling)"
+_HOLES = "the image with holes, H x W (the holes' values are ignored)"
+_BLURRED = "the blurred image, H x W"
+_GAUSS = "the blurred image, H x W (the training Gaussian blur, or --kernel)"
+_GREY = "the grayscale image, H x W (Rec. 601 luma)"
+_SR4_AVG = "the low-resolution image, H/4 x W/4 (4x4 average pooling)"
+_PAPER_GAUSS = "the blurred image, H x W (Gaussian, std 0.75 H/64, or --kernel)"
 
 TASKS: dict[str, Task] = {
     "sr4": Task("sr-bicubic-x4", _sr4, measurement=_SR4, published="sr"),

@@ -84,11 +84,14 @@ def photo(path: Path) -> Path:
 def sample_figures(tmp: Path) -> dict:
     out = tmp / "sample"
     model = ROOT / "models" / "sr4-tiny-16px"
-    args = ["sample", "--model", str(model), "--task", "sr4", "--image", str(photo(tmp / "astronaut.png")),
+    args = ["sample", "--model", str(model), "--task", "sr4", "--image", str(photo(tmp / "astronaut.png")), "--crop",
             "--num-samples", "2", "--nfe", "10", "--seed", "0", "--device", "cpu", "--out", str(out)]  # fmt: skip
     assert exactps(args) == 0
-    metrics = json.loads((out / "metrics.json").read_text())
-    return {"average": metrics["average"], "files": sorted(p.name for p in out.iterdir())}
+    image = json.loads((out / "summary.json").read_text())["images"][0]
+    average = {k: image[k] for k in ("psnr_measurement", "psnr_mean", "coverage90", "mean_std")}
+    average["psnr_samples"] = sum(image["psnr_samples"]) / len(image["psnr_samples"])
+    files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    return {"average": average, "files": files}
 
 
 def record(full: bool = False) -> dict:

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import torch
 
 from exactps.cli import bench, export, sample, train, verify
+from exactps.runtime import default_threads
 
 __all__ = ["build_parser", "main"]
 
@@ -44,8 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if getattr(args, "threads", None):
-        torch.set_num_threads(args.threads)
+    if hasattr(args, "threads"):
+        threads = default_threads() if args.threads is None else args.threads
+        if threads < 1:
+            print(f"exactps: error: --threads must be >= 1, got {threads}", file=sys.stderr)
+            return 2
+        torch.set_num_threads(threads)
     try:
         return int(args.func(args))
     except (

@@ -15,7 +15,7 @@ import torch
 
 from exactps.bench import format_bench, format_summary, plot_bench, run_bench
 from exactps.checkpoint import list_checkpoints
-from exactps.cli.options import csv_list, device
+from exactps.cli.options import THREADS_HELP, csv_list, device
 from exactps.data import ImageFolder, builtin_crops
 from exactps.evaluation import (
     DrawSpec,
@@ -156,7 +156,7 @@ def _add_images(bench: argparse._SubParsersAction) -> None:
     p.add_argument("--lpips-weights", type=Path, default=None, help="folder with the offline LPIPS weights")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--device", type=device, default=None, help="default cuda if available, else cpu")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default torch's)")
+    p.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     p.add_argument("--out", type=Path, default=None, help="write OUT.json, OUT.csv and OUT-<task>.png")
     p.add_argument("--grid-scale", type=int, default=2, help="enlarge the grids' pixels (default 2)")
     p.add_argument("--force", action="store_true", help="overwrite existing output files")

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import torch
 
-__all__ = ["csv_list", "device"]
+__all__ = ["THREADS_HELP", "csv_list", "device"]
 
 
 def csv_list(kind: type = str) -> Callable[[str], tuple]:
@@ -28,3 +28,7 @@ def device(text: str) -> str:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise argparse.ArgumentTypeError(f"{text}: no CUDA device is available")
     return text
+
+
+#: ``--threads`` help of the commands whose default is :func:`exactps.runtime.default_threads`.
+THREADS_HELP = "torch CPU threads (default: OMP_NUM_THREADS, else the cores not busy with other work)"

@@ -12,7 +12,7 @@ import torch
 import torch.distributed as dist
 
 from exactps.checkpoint import checkpoint_step, list_checkpoints
-from exactps.cli.options import csv_list
+from exactps.cli.options import THREADS_HELP, csv_list
 from exactps.data import open_data
 from exactps.models import OBJECTIVES, ModelConfig, get_objective
 from exactps.networks import CONDITIONINGS, PRESETS
@@ -97,7 +97,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
         "--threads",
         type=int,
         default=None,
-        help="torch CPU threads (default: torch's); use 1 when several processes share a CPU",
+        help=THREADS_HELP + "; use 1 when several processes share a CPU",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p

@@ -21,6 +21,9 @@ Per image, calibration of the ensemble (:mod:`~exactps.metrics.calibration`):
 * :func:`mmd2_score` kernel score ``1/(J(J-1)) sum_{j≠k} k(x^j, x^k) - (2/J) sum_j k(x^j, x)``, RBF kernel
   ``k(u, v) = exp(-|u - v|² / (2 h²))``, ``h`` by the median heuristic over the samples (MMD_pix, MMD_Inc).
 * :func:`coverage` ``mean_p 1[q_{(1-l)/2} <= x_p <= q_{(1+l)/2}]``, empirical quantiles of the samples.
+* :func:`prediction_coverage` ``mean_p 1[|x_p - xbar_p| <= h_p]`` with :func:`prediction_half_width`
+  ``h_p = t_{J-1,(1+l)/2} s_p sqrt(1 + 1/J)``: the prediction interval of a new draw, exact for Gaussian
+  posteriors at any ``J`` (the uncertainty maps' calibration, ``exactps sample``).
 
 Between sample sets (:mod:`~exactps.metrics.distances`):
 
@@ -40,7 +43,7 @@ The ``metrics`` extra (``pip install "exactps[metrics]"``) holds ``lpips`` and `
 are imported only when :class:`LPIPS` or :class:`InceptionFeatures` is built.
 """
 
-from exactps.metrics.calibration import coverage, crps, mmd2_score
+from exactps.metrics.calibration import coverage, crps, mmd2_score, prediction_coverage, prediction_half_width
 from exactps.metrics.distances import atom_tv, fid, frechet_distance, kid, mmd2, sliced_w2
 from exactps.metrics.image import psnr, psnr_of_mean, ssim
 from exactps.metrics.inception import InceptionFeatures
@@ -57,6 +60,8 @@ __all__ = [
     "kid",
     "mmd2",
     "mmd2_score",
+    "prediction_coverage",
+    "prediction_half_width",
     "psnr",
     "psnr_of_mean",
     "sliced_w2",

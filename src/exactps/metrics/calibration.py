@@ -7,13 +7,16 @@ score is ``(B,)``. All are computed in float64 and returned in the dtype of ``sa
 
 from __future__ import annotations
 
+import math
+
 import torch
+from scipy.stats import t as student_t
 from torch import Tensor
 
 from exactps.metrics._checks import check_ensemble
 from exactps.metrics.kernels import gaussian_kernel, median_bandwidth, off_diagonal_mean, sq_distances
 
-__all__ = ["coverage", "crps", "mmd2_score"]
+__all__ = ["coverage", "crps", "mmd2_score", "prediction_coverage", "prediction_half_width"]
 
 
 def _per_image_mean(v: Tensor, like: Tensor) -> Tensor:
@@ -87,4 +90,31 @@ def coverage(samples: Tensor, truth: Tensor, level: float = 0.9) -> Tensor:
     s, _ = torch.sort(samples.to(torch.float64), dim=0)
     y = truth.to(torch.float64)
     inside = (_sorted_quantile(s, (1 - level) / 2) <= y) & (y <= _sorted_quantile(s, (1 + level) / 2))
+    return _per_image_mean(inside.to(torch.float64), samples)
+
+
+def prediction_half_width(samples: Tensor, level: float = 0.9) -> Tensor:
+    """Half-width of the central ``level`` prediction interval of a new draw, per element:
+    ``t_{J-1, (1+level)/2} s sqrt(1 + 1/J)`` with ``s`` the samples' standard deviation (``J - 1`` in the
+    denominator) and ``t`` Student's quantile: the interval ``mean ± half-width`` holds a new draw of a
+    Gaussian with probability exactly ``level`` whatever ``J >= 2``."""
+    j = samples.shape[0]
+    if j < 2:
+        raise ValueError(f"a prediction interval needs J >= 2 samples, got {j}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    q = float(student_t.ppf((1 + level) / 2, j - 1))
+    return q * math.sqrt(1 + 1 / j) * samples.to(torch.float64).std(0)
+
+
+def prediction_coverage(samples: Tensor, truth: Tensor, level: float = 0.9) -> Tensor:
+    """Fraction of elements per image whose truth lies in the ``level`` prediction interval
+    ``mean ± t_{J-1,(1+level)/2} s sqrt(1 + 1/J)`` of the ``J`` samples (:func:`prediction_half_width`).
+
+    If the truth is one more draw of the distribution the samples come from (a calibrated posterior
+    sampler) and that distribution is Gaussian per element, the expected coverage is ``level`` at any
+    ``J`` (unlike :func:`coverage`, whose empirical-quantile interval is too narrow for small ``J``)."""
+    check_ensemble(samples, truth)
+    s = samples.to(torch.float64)
+    inside = (truth.to(torch.float64) - s.mean(0)).abs() <= prediction_half_width(s, level)
     return _per_image_mean(inside.to(torch.float64), samples)

@@ -156,6 +156,12 @@ class LinearOperator(nn.Module):
         n = torch.randn(y.shape, generator=generator, dtype=y.dtype, device=y.device)
         return y + sy * n
 
+    def observation_image(self, y: Tensor) -> Tensor:
+        """The measurement shown as an image (what a conditional network such as Palette is given):
+        ``A^T y`` here; :class:`SpectralOperator` rescales it, and operators whose ``y`` already is an
+        image of the input's shape (:class:`~exactps.operators.library.Blur`) return ``y`` itself."""
+        return self.At(y)
+
     @abstractmethod
     def select(self, b: int) -> LinearOperator:
         """The operator of batch element ``b`` (itself when the operator is shared)."""
@@ -236,6 +242,16 @@ class SpectralOperator(LinearOperator):
             "range_diagonal(g, like) = diag(V diag(g) V^T), or use conditioning='scalar'"
         )
 
+    def observation_image(self, y: Tensor) -> Tensor:
+        """``A^T y / k_max^2`` (``k_max``: the largest singular value, per operator of the batch): the
+        pseudo-inverse ``A^+ y`` when the nonzero singular values are equal (the masked image for
+        inpainting, the nearest-upsampled image for average-pooling super-resolution), ``A^T y`` at
+        image scale otherwise; zeros where ``A = 0``."""
+        out = self.At(y)
+        k = self.singular_values(self.coef_ndim)
+        k2 = k.reshape(k.shape[0], -1).amax(1).to(out.dtype) ** 2
+        return out / per_batch(torch.where(k2 > 0, k2, torch.ones_like(k2)), out.ndim)
+
     def select(self, b: int) -> SpectralOperator:
         if self.batch == 1:
             return self
@@ -261,7 +277,7 @@ class SpectralOperator(LinearOperator):
         gain = torch.where(usable, rho2 * k / safe, torch.zeros_like(denom))
         var = torch.where(usable, rho2 * sy2 / safe, rho2.expand_as(denom))
         m = x_scaled + self.V(gain * ut_r)
-        return m, SpectralNoise(self, var, rho, sigma_y)
+        return m, SpectralNoise(self, var, rho, sigma_y, y)
 
 
 class MatrixFreeOperator(LinearOperator):
@@ -300,7 +316,7 @@ class MatrixFreeOperator(LinearOperator):
         r = y - self.A(x_scaled)
         # m - x_t/a = rho^2 (s_y^2 I + rho^2 A^T A)^{-1} A^T r
         z = self.solve_regularized(rho2 * self.At(r), rho2.expand(x_scaled.shape[0], *rho2.shape[1:]), sy2)
-        return x_scaled + z, MatrixFreeNoise(self, rho, sigma_y)
+        return x_scaled + z, MatrixFreeNoise(self, rho, sigma_y, y)
 
 
 def conjugate_gradient(matvec, b: Tensor, max_iter: int = 500, tol: float | None = None) -> Tensor:

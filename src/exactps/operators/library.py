@@ -237,6 +237,10 @@ class Blur(SpectralOperator):
         delta[..., 0, 0] = 1.0
         return self.V(g * self.Vt(delta))[..., :1, :1]
 
+    def observation_image(self, y: Tensor) -> Tensor:
+        """``y`` itself: the blurred image, as Palette is given it (``A^T y`` would blur it twice)."""
+        return y
+
     def _select_batch(self, b: int) -> Blur:
         return Blur(self.physics.filter[b : b + 1], self.img_shape)  # all channels: kernels may differ
 
