@@ -62,6 +62,7 @@ def test_preset_parameter_counts():
     assert counts["tiny"] < 1_000_000
     assert 5e6 < counts["small-32"] < 9e6
     assert 9e6 < counts["small-64"] < 11e6
+    assert 2e6 < counts["compact-64"] < 3e6  # 5 MB in float16: fits the repository
     assert 55e6 < counts["base-64"] < 65e6
 
 

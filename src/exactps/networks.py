@@ -143,6 +143,8 @@ PRESETS: dict[str, BackbonePreset] = {
     "small-32": BackbonePreset(32, 64, (1, 2, 2), 2, (16,)),
     # ~10M parameters, for 64x64 images.
     "small-64": BackbonePreset(64, 64, (1, 2, 2, 2), 2, (16,)),
+    # ~2.5M parameters (5 MB in float16): a 64x64 model small enough to ship in the repository.
+    "compact-64": BackbonePreset(64, 32, (1, 2, 2, 2), 2, (16,)),
     # ~62M parameters: EDM's FFHQ-64 DDPM++ (the architecture of ``edm-ffhq-64x64-uncond-vp``).
     "base-64": BackbonePreset(64, 128, (1, 2, 2, 2), 4, (16,), augment_dim=9, dropout=0.05),
 }

@@ -337,7 +337,10 @@ class Trainer:
             bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{rate:.1f}")
         if self.run is not None:
             lr = self.config.lr_at(self.step - 1)
-            self.run.append_log({"step": self.step, "loss": loss, "grad_norm": norm, "lr": lr, "img_per_s": rate})
+            entry = {"step": self.step, "loss": loss, "grad_norm": norm, "lr": lr, "img_per_s": rate}
+            if self.device.type == "cuda":  # peak GPU memory of the run so far
+                entry["peak_mem_gib"] = torch.cuda.max_memory_allocated(self.device) / 2**30
+            self.run.append_log(entry)
 
     # -- previews ---------------------------------------------------------------------------------------------
     def preview(self, x0: Tensor, task: str | None = None) -> list[Tensor]:

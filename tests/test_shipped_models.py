@@ -1,0 +1,78 @@
+"""The models shipped in ``models/``: each restores better than no model at all, on scikit-image's
+photographs, never on the training data: the natural-image models on the test split of
+:func:`exactps.data.builtin_crops`, the face models on 8 crops around the face in ``astronaut``.
+
+- EPS models: for each of the five ``paper-*`` tasks, the mean of 4 posterior samples (Heun, 20 NFE)
+  has a higher PSNR than the measurement's view ``A⁺y`` (the no-model reference), averaged over images.
+- Priors: the denoiser ``D(x + sigma n; sigma)`` has a higher PSNR than the noisy input at every sigma.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from exactps.data import builtin_crops, builtin_image
+from exactps.images import resize_shorter_side
+from exactps.inference import posterior_samples
+from exactps.loading import load_model
+from exactps.metrics import psnr
+from exactps.posterior import measurement_image
+from exactps.tasks import PAPER_TASKS, TASKS
+
+MODELS = Path(__file__).resolve().parents[1] / "models"
+EPS_MODELS = ["faces-32-eps", "natural-32-eps"]
+PRIORS = ["faces-32-prior", "natural-32-prior"]
+
+
+def _face_crops(size: int) -> torch.Tensor:
+    """8 square crops (sides 170-200 px, shifted by up to 10 px) around the face of scikit-image's
+    ``astronaut`` (512x512), resized to ``size``."""
+    photo = builtin_image("astronaut")[None]
+    crops = []
+    for k in range(8):
+        side, dy, dx = 170 + 4 * k, 10 * (k % 3 - 1), 10 * (k // 3 - 1)
+        top, left = 10 + dy + 10, 140 + dx + 10
+        crop = photo[..., top : top + side, left : left + side]
+        crops.append(resize_shorter_side(crop, size))
+    return torch.cat(crops)
+
+
+def _load(name: str):
+    if not (MODELS / f"{name}.json").exists():
+        pytest.fail(f"models/{name}.json is missing: the shipped models are part of the repository")
+    model = load_model(MODELS / name, device="cpu")
+    size = model.model_config.image_size
+    if name.startswith("faces"):
+        return model, _face_crops(size)
+    return model, builtin_crops(8, size, torch.Generator().manual_seed(0), split="test")
+
+
+def test_shipped_models_are_small():
+    for path in MODELS.glob("*.safetensors"):
+        assert path.stat().st_size <= 10 * 2**20, path
+
+
+@pytest.mark.parametrize("name", EPS_MODELS)
+def test_eps_models_beat_the_measurement_view_on_every_paper_task(name):
+    model, x0 = _load(name)
+    for task in PAPER_TASKS:
+        g = torch.Generator().manual_seed(1)
+        op = TASKS[task].build(tuple(x0.shape[1:]), g, torch.float32, x0.shape[0])
+        y = op.measure(x0, 0.05, g)
+        xs = posterior_samples(model, op, y, 0.05, num_samples=4, sampler="heun", nfe=20, generator=2)
+        ours = psnr(xs.clamp(-1, 1).mean(0), x0).mean()
+        view = psnr(measurement_image(op, y, 0.05).clamp(-1, 1), x0).mean()
+        assert ours > view + 0.5, (task, float(ours), float(view))
+
+
+@pytest.mark.parametrize("name", PRIORS)
+def test_priors_denoise(name):
+    model, x0 = _load(name)
+    for sigma in (0.1, 0.3, 1.0):
+        noisy = x0 + sigma * torch.randn(x0.shape, generator=torch.Generator().manual_seed(3))
+        with torch.no_grad():
+            denoised = model.model.denoise(noisy, sigma)
+        assert psnr(denoised.clamp(-1, 1), x0).mean() > psnr(noisy, x0).mean() + 1.0, sigma
