@@ -166,3 +166,13 @@ def test_builtin_image_is_a_whole_photograph_in_range():
     assert builtin_image("astronaut", channels=1).shape == (1, 512, 512)
     with pytest.raises(ValueError, match="unknown example photograph"):
         builtin_image("nope")
+
+
+def test_builtin_face_crops():
+    from exactps.data import builtin_face_crops
+
+    x = builtin_face_crops(32)
+    assert x.shape == (8, 3, 32, 32) and x.min() >= -1 and x.max() <= 1
+    assert not torch.equal(x[0], x[1])
+    with pytest.raises(ValueError, match="n must be"):
+        builtin_face_crops(32, n=9)

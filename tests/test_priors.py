@@ -121,3 +121,22 @@ def test_mixture_with_overflowing_sigma_y_is_a_named_error():
     predict = PosteriorPredictor(prior.denoise, ve, op.to_dtype(torch.float32), y.float(), 1e30)
     with pytest.raises(ValueError, match="overflows when squared"):
         sample(predict, ve, (2, 1, 4, 4), "ddim", 3)
+
+
+def test_mixture_denoiser_is_robust_for_float32_dense_operators_at_huge_noise():
+    """A float32 DenseOperator with fewer rows than pixels, rho up to 1e6 (flow interpolant, first
+    steps): once a raw Cholesky error. Now finite, and equal to the float64 computation."""
+    shape = (1, 4, 4)
+    g = torch.Generator().manual_seed(0)
+    gm = GaussianMixture.random(shape, 4, g)
+    a = torch.randn(6, 16, generator=g)
+    x = torch.randn(2, *shape, generator=g)
+    op32, op64 = DenseOperator(a, shape), DenseOperator(a.double(), shape)
+    for rho in (1e-2, 1.0, 1e2, 1e4, 1e6):
+        for sy in (0.0, 0.05):
+            m, noise = op32.pivot(x, torch.tensor([rho]), op32.A(x), torch.tensor([sy]))
+            _, noise64 = op64.pivot(x.double(), torch.tensor([rho], dtype=torch.float64), op64.A(x.double()),
+                                    torch.tensor([sy], dtype=torch.float64))  # fmt: skip
+            out = gm.denoise(m, noise)
+            assert out.dtype == torch.float32 and torch.isfinite(out).all(), (rho, sy)
+            assert torch.allclose(out.double(), gm.denoise(m.double(), noise64), atol=1e-5), (rho, sy)

@@ -1,7 +1,8 @@
-"""The training-based baseline EPS must beat: a conditional denoiser fed ``(x_t/a, A^T y)``.
+"""The training-based baseline EPS must beat: a conditional denoiser fed ``x_t/a`` and the observation.
 
-The network ``D(x_t/a, rho, cond, s_y) -> x0`` sees the noisy image and an image-space view of the
-measurement (:func:`conditioning_image`) by channel concatenation, with EDM's *scalar*
+The network ``D(x_t/a, rho, cond, s_y) -> x0`` sees the noisy image and the observation as Palette is
+given it (:func:`conditioning_image`: the masked image, the upsampled low-resolution image, the blurred
+image) by channel concatenation, with EDM's *scalar*
 preconditioning in ``rho``; it uses the same backbone, loss weight and draws as the EPS denoiser
 (:func:`conditional_loss` vs :func:`exactps.objectives.eps_loss`), so only the way the measurement
 enters differs. :class:`ConditionalPredictor` turns it into an ``(x_t, t) -> x0`` predictor for the
@@ -124,7 +125,7 @@ class ConditionalDenoiser(nn.Module):
         D = c_skip(rho) x_t/a + c_out(rho) F([c_in(rho) x_t/a, cond / sqrt(sd^2 + s_y^2)], rho, s_y),
 
     ``c_skip = sd^2/(sd^2+rho^2)``, ``c_out = rho sd/sqrt(sd^2+rho^2)``, ``c_in = 1/sqrt(sd^2+rho^2)``,
-    where ``cond`` is :func:`conditioning_image` (``A^T y`` rescaled) and ``backbone`` any module
+    where ``cond`` is :func:`conditioning_image` (the observation as an image) and ``backbone`` any module
     ``(x (B, 2C, H, W), rho (B,), s_y (B,)) -> (B, C, H, W)`` (:class:`ConditionalUNet`, or an MLP).
     """
 

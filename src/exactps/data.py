@@ -41,6 +41,7 @@ __all__ = [
     "BuiltinSource",
     "ImageFolder",
     "builtin_crops",
+    "builtin_face_crops",
     "builtin_image",
     "load_image",
     "open_data",
@@ -251,6 +252,22 @@ def builtin_image(name: str, channels: int = 3) -> Tensor:
         raise ValueError(f"scikit-image's {name!r} is not an 8-bit photograph ({arr.dtype})")
     img = _to_channels(torch.from_numpy(np.ascontiguousarray(arr)), channels)
     return img.float() / 127.5 - 1.0
+
+
+def builtin_face_crops(size: int, n: int = 8, channels: int = 3) -> Tensor:
+    """``n`` face pictures ``(n, C, size, size)`` in ``[-1, 1]`` from scikit-image (no dataset needed):
+    square crops around the face of ``astronaut`` (sides 170 to 170 + 4 (n - 1) px, shifted by up to
+    10 px), resized (bicubic, antialiased). For testing and showing face models on pictures that ship
+    with a dependency."""
+    if not 1 <= n <= 8:
+        raise ValueError(f"n must be in 1..8 (crops stay inside the photograph), got {n}")
+    photo = builtin_image("astronaut", channels)[None].float()
+    out = []
+    for k in range(n):
+        side, dy, dx = 170 + 4 * k, 10 * (k % 3 - 1), 10 * (k // 3 - 1)
+        crop = photo[..., 20 + dy : 20 + dy + side, 150 + dx : 150 + dx + side]
+        out.append(F.interpolate(crop, size=(size, size), mode="bicubic", antialias=True, align_corners=False))
+    return torch.cat(out).clamp(-1, 1)
 
 
 def _to_channels(img: Tensor, channels: int) -> Tensor:

@@ -120,9 +120,10 @@ def colour_map(values: Tensor, vmax: float) -> Tensor:
 
 
 def std_scale(std: Tensor) -> float:
-    """The top of the colour scale of a std picture: its largest value, rounded up to a readable number
-    (``1, 2, 2.5, 5`` times a power of ten), so that the scale bar's labels are short."""
-    top = float(std.max()) if std.numel() else 0.0
+    """The top of the colour scale of a std picture: its 99th percentile (so that a few extreme pixels do
+    not darken the rest; those saturate), rounded up to a readable number (``1, 2, 2.5, 5`` times a power
+    of ten), so that the scale bar's labels are short."""
+    top = float(torch.quantile(std.detach().flatten().float()[:2**24], 0.99)) if std.numel() else 0.0
     if not top > 0:
         return 1.0
     power = 10 ** np.floor(np.log10(top))

@@ -3,7 +3,7 @@
 For ``y = A x0 + s_y n`` an ``"eps"`` model samples ``p(x0 | y)`` by running the backbone's sampler
 on ``E[x0 | x_t, y] = D_theta(m; S_t)``, ``m = S_t ((a/s^2) x_t + A^T y / s_y^2)``
 (:class:`~exactps.posterior.PosteriorPredictor`); a ``"conditional"`` model on
-``D_theta(x_t/a, s/a, A^T y, s_y)`` (:class:`~exactps.conditional.ConditionalPredictor`); with no
+``D_theta(x_t/a, s/a, observation, s_y)`` (:class:`~exactps.conditional.ConditionalPredictor`); with no
 operator every model, ``"denoiser"`` included, samples the prior ``p(x0)``. Each objective's
 predictor is in its registry entry (:data:`exactps.models.OBJECTIVES`).
 

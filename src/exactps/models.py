@@ -8,7 +8,7 @@ else in exactps compares objective names:
 * ``eps``: the EPS denoiser ``D(m; S_t)`` at the pivot (:func:`exactps.objectives.eps_loss`), from
   scratch or fine-tuned from an unconditional model (:func:`load_pretrained`);
 * ``conditional``: the training-based baseline (:mod:`exactps.conditional`), same backbone, loss and
-  draws, the measurement fed as ``A^T y`` by channel concatenation.
+  draws, the observation fed as an image (masked, upsampled or blurred ``y``) by channel concatenation.
 
 Every objective minimises :func:`exactps.objectives.regression_loss` with its own network inputs, and
 samples through its own x0-predictor (:class:`~exactps.posterior.PosteriorPredictor` or

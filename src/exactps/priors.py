@@ -133,27 +133,41 @@ class GaussianMixture:
 
     # -- the exact denoiser -------------------------------------------------------------------
     def denoise(self, m: Tensor, noise: PivotNoise) -> Tensor:
-        """``E[x0 | m]`` for ``m = x0 + N(0, S)``, exactly (dense linear algebra)."""
+        """``E[x0 | m]`` for ``m = x0 + N(0, S)``, exactly (dense linear algebra, float64).
+
+        ``S_t = (I / rho^2 + A^T A / s_y^2)^{-1}`` is never formed as a dense product: its eigenbasis
+        comes from the SVD of ``A`` (as a float64 matrix) and its variances in closed form
+        (``rho^2 s_y^2 / (k^2 rho^2 + s_y^2)``; ``rho^2`` off the row space), so that the Cholesky
+        factor of ``C_k + S_t``, written in that basis, stays accurate when ``rho`` is huge (early
+        steps of the flow interpolant) and for float32 operators."""
         _check_noise(noise)
         dtype, shape = m.dtype, m.shape
-        s = noise.to_dense(self.img_shape).to(torch.float64)  # (1|B, d, d)
         mf = m.reshape(shape[0], -1).to(torch.float64)
-        if s.shape[0] == 1:
-            out = self._denoise_shared(mf, s[0])
+        if noise.batch == 1:
+            out = self._denoise_shared(mf, *_eigen_covariance(noise, self.img_shape))
         else:
-            out = torch.cat([self._denoise_shared(mf[b : b + 1], s[b]) for b in range(shape[0])])
+            parts = [self._denoise_shared(mf[b : b + 1], *_eigen_covariance(noise._select(b), self.img_shape))
+                     for b in range(shape[0])]  # fmt: skip
+            out = torch.cat(parts)
         return out.to(dtype).reshape(shape)
 
-    def _denoise_shared(self, m: Tensor, s: Tensor) -> Tensor:
-        tot = self.covs + s  # (K, d, d)
-        chol = torch.linalg.cholesky(tot)
-        diff = m.unsqueeze(0) - self.means.unsqueeze(1)  # (K, B, d)
+    def _denoise_shared(self, m: Tensor, basis: Tensor, var: Tensor) -> Tensor:
+        """``E[x0 | m]`` for ``S = Q diag(var) Q^T`` (``basis`` = ``Q^T``, rows orthonormal)."""
+        covs = basis @ self.covs @ basis.T  # C_k in the eigenbasis of S
+        tot = covs + torch.diag_embed(var)
+        chol, info = torch.linalg.cholesky_ex(tot)
+        if bool((info > 0).any()):
+            raise ValueError(
+                "the Gaussian mixture's exact denoiser could not factor C_k + S_t (a component covariance is "
+                "singular where S_t is zero: noiseless measurement of a degenerate prior)"
+            )
+        diff = (m.unsqueeze(0) - self.means.unsqueeze(1)) @ basis.T  # (K, B, d), rotated
         sol = torch.cholesky_solve(diff.transpose(1, 2), chol)  # (K, d, B)
         maha = (diff.transpose(1, 2) * sol).sum(1)  # (K, B)
         logdet = 2 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)  # (K,)
         logp = torch.log(self.weights).unsqueeze(1) - 0.5 * (maha + logdet.unsqueeze(1))
         resp = torch.softmax(logp, dim=0)  # (K, B)
-        cond = self.means.unsqueeze(2) + self.covs @ sol  # (K, d, B)
+        cond = self.means.unsqueeze(2) + self.covs @ (basis.T @ sol)  # (K, d, B)
         return torch.einsum("kb,kdb->bd", resp, cond)
 
     # -- exact posteriors (references) ------------------------------------------------------
@@ -194,6 +208,27 @@ class GaussianMixture:
         resp = torch.softmax(torch.log(self.weights).unsqueeze(1) - 0.5 * (maha + logdet.unsqueeze(1)), 0)
         score = -torch.einsum("kb,kdb->bd", resp, sol)
         return score.reshape(x_t.shape)
+
+
+def _eigen_covariance(noise: PivotNoise, img_shape: tuple[int, ...]) -> tuple[Tensor, Tensor]:
+    """``(Q^T, var)`` with ``S_t = Q diag(var) Q^T`` in float64, for one covariance (batch 1): from the
+    full SVD of ``A`` (``dense_matrix`` of the noise's operator) and the closed-form variances; directions
+    with ``k <= 1e-12 k_max`` count as unmeasured when ``s_y = 0``. Isotropic noise: ``Q = I``."""
+    d = math.prod(img_shape)
+    rho2 = noise.rho.reshape(-1)[0].to(torch.float64) ** 2
+    operator = getattr(noise, "operator", None)
+    if operator is None:
+        return torch.eye(d, dtype=torch.float64), rho2.expand(d).clone()
+    _, k, vt = torch.linalg.svd(dense_matrix(operator), full_matrices=True)
+    kk = torch.zeros(d, dtype=torch.float64)
+    kk[: k.numel()] = k
+    sy2 = noise.sigma_y.reshape(-1)[0].to(torch.float64) ** 2
+    if float(sy2) == 0:
+        measured = kk > 1e-12 * kk.max().clamp_min(1e-300)
+        var = torch.where(measured, torch.zeros_like(kk), rho2.expand(d))
+    else:
+        var = rho2 * sy2 / (kk**2 * rho2 + sy2)
+    return vt, var
 
 
 def _atom_metric(noise: PivotNoise, v: Tensor) -> Tensor:

@@ -118,8 +118,15 @@ files written to --out DIR, one folder per image (NAME: the file name without su
   summary.json           one row per image (and the files that failed, with the reason)
   prior/                 (--task none) the samples and their grid
 
+the models shipped in the repository's models/ folder (fp16, about 1.4 MB each):
+  natural-32-eps, faces-32-eps   EPS, one network for the five paper-* tasks (s_y 0.05), trained on
+                                 32x32 natural photographs / faces: they expect about 32x32 pictures;
+                                 larger photos are restored at their own size (padded U-Net), best with
+                                 --resize N for N up to about 4x the training size (128)
+  natural-32-prior, faces-32-prior  unconditional: --task none, and the prior of the baselines
+
 examples:
-  exactps sample --model models/natural-32-eps --task paper-sr4 --example astronaut --resize 128 --out restored
+  exactps sample --model models/natural-32-eps --task paper-sr4 --example astronaut --resize 96 --out restored
   exactps sample --model models/faces-32-eps --task paper-inpaint-box --image faces/ --resize 32 --out out/box
   exactps sample --model models/faces-32-eps --task inpaint --measurement holes.png --mask mask.png --out out/inp
   exactps sample --model models/faces-32-prior --task none --num-samples 16 --out out/prior
