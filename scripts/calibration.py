@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import tempfile
 import time
 from pathlib import Path
@@ -23,15 +22,9 @@ from pathlib import Path
 import torch
 
 from exactps.cli import main as exactps
+from exactps.imagebench.scoring import aggregate
 from exactps.loading import load_model
 from exactps.tasks import PAPER_TASKS
-
-
-def mean_se(values: list[float]) -> tuple[float, float]:
-    n = len(values)
-    m = sum(values) / n
-    var = sum((v - m) ** 2 for v in values) / (n - 1) if n > 1 else 0.0
-    return m, math.sqrt(var / n)
 
 
 def main() -> None:
@@ -65,7 +58,8 @@ def main() -> None:
             images = json.loads((out / "summary.json").read_text())["images"]
             row = {"task": task, "images": len(images)}
             for key in ("coverage90", "psnr_mean", "psnr_measurement", "mean_std"):
-                row[key], row[f"{key}_se"] = mean_se([r[key] for r in images])
+                agg = aggregate(torch.tensor([r[key] for r in images], dtype=torch.float64))
+                row[key], row[f"{key}_se"] = agg.mean, agg.se
             rows.append(row)
     seconds = time.perf_counter() - start
     lines = [

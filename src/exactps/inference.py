@@ -33,6 +33,7 @@ __all__ = [
     "check_sample_memory",
     "fitting_call_size",
     "posterior_samples",
+    "sampler_call_size",
 ]
 
 
@@ -120,6 +121,24 @@ def fitting_call_size(
     if call < 1:
         check_sample_memory(loaded, num_images, 1, meas_numel, element_size, available, img_shape)
     return max(call, 1)
+
+
+def sampler_call_size(
+    loaded: LoadedModel,
+    num_images: int,
+    img_shape: tuple[int, ...],
+    batch_size: int | None = None,
+    meas_numel: int = 0,
+    dtype: torch.dtype = torch.float32,
+) -> int:
+    """Images per sampler call for ``num_images`` samples of ``img_shape``: ``batch_size`` when given
+    (checked by :func:`check_sample_memory`), else the most that fit (:func:`fitting_call_size`). Either
+    way a request that cannot fit is a :class:`SampleMemoryError` before anything is allocated."""
+    size = _element_size(dtype)
+    if batch_size is None:
+        return fitting_call_size(loaded, num_images, img_shape, meas_numel, size)
+    check_sample_memory(loaded, num_images, batch_size, meas_numel, size, img_shape=img_shape)
+    return batch_size
 
 
 def _generator(generator: torch.Generator | int | None, device: torch.device) -> torch.Generator | None:
@@ -213,9 +232,7 @@ def posterior_samples(
             raise ValueError("y was given without an operator")
         prior = _predictor(loaded, interp, None, None, 0.0)
         dtype = next(loaded.model.parameters()).dtype
-        if batch_size is None:
-            batch_size = fitting_call_size(loaded, num_samples, loaded.img_shape, 0, _element_size(dtype))
-        check_sample_memory(loaded, num_samples, batch_size, 0, _element_size(dtype))
+        batch_size = sampler_call_size(loaded, num_samples, loaded.img_shape, batch_size, 0, dtype)
         return draw(lambda _: prior, num_samples, loaded.img_shape, dtype).unsqueeze(1)
     check_operator_for(loaded, operator)
     if y is None:
@@ -231,11 +248,9 @@ def posterior_samples(
     batch, shape = y.shape[0], operator.img_shape
     meas = math.prod(operator.meas_shape) if operator.batch == 1 else 0
     per_call = num_samples * batch if operator.batch == 1 else num_samples  # images of one sampler call, uncapped
-    if batch_size is None:
-        batch_size = fitting_call_size(loaded, num_samples * batch, shape, meas, _element_size(y.dtype))
-        batch_size = None if batch_size >= per_call else batch_size
-    call = min(per_call, batch_size or per_call)
-    check_sample_memory(loaded, num_samples * batch, call, meas, _element_size(y.dtype), img_shape=shape)
+    cap = None if batch_size is None else min(per_call, batch_size)
+    call = sampler_call_size(loaded, num_samples * batch, shape, cap, meas, y.dtype)
+    batch_size = None if call >= per_call else call
     if operator.batch == 1:  # one flat batch: sample k of measurement b is image k * B + b
         ys = y.repeat(num_samples, *([1] * (y.ndim - 1)))
         sys = sy.repeat(num_samples) if sy.numel() > 1 else sy

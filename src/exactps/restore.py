@@ -89,7 +89,7 @@ def restore(
     start = time.perf_counter()
     xs = posterior_samples(loaded, operator, y, sigma_y, num_samples, sampler, nfe, interpolant, generator, batch_size)
     seconds = time.perf_counter() - start
-    view = measurement_image(operator.to(y.device), y.to(loaded.device), sigma_y)
+    view = measurement_image(operator.to(loaded.device), y.to(loaded.device), sigma_y)
     return RestoredImage(
         samples=xs[:, 0].cpu().clamp(-1, 1),
         view=view[0].cpu().clamp(-1, 1),

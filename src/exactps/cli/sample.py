@@ -35,13 +35,7 @@ from exactps.images import (
     save_std_map,
     std_scale,
 )
-from exactps.inference import (
-    check_measures,
-    check_operator_for,
-    check_sample_memory,
-    fitting_call_size,
-    posterior_samples,
-)
+from exactps.inference import check_measures, check_operator_for, posterior_samples, sampler_call_size
 from exactps.interpolants import get_interpolant
 from exactps.loading import LoadedModel, load_model
 from exactps.operators import Inpaint
@@ -357,9 +351,8 @@ def _check_memory(args: argparse.Namespace, loaded: LoadedModel, inputs: list[_I
     if not shapes:
         return
     largest = max(shapes, key=math.prod)
-    size = torch.empty((), dtype=next(loaded.model.parameters()).dtype).element_size()
-    call = args.batch if args.batch is not None else fitting_call_size(loaded, args.num_samples, largest, 0, size)
-    check_sample_memory(loaded, args.num_samples, call, 0, size, img_shape=largest)
+    dtype = next(loaded.model.parameters()).dtype
+    sampler_call_size(loaded, args.num_samples, largest, args.batch, 0, dtype)
 
 
 def run(args: argparse.Namespace) -> int:
