@@ -734,3 +734,38 @@ def test_ddnm_without_travel_is_unchanged(gmm):
     base = ddnm_sample(predict, INTERP, op, y, 0.1, _x_init(8), steps=10, generator=_gen())
     off = ddnm_sample(predict, INTERP, op, y, 0.1, _x_init(8), steps=10, travel_length=5, generator=_gen())
     assert base.nfe == off.nfe == 10 and torch.equal(base.x, off.x)
+
+
+@pytest.mark.parametrize("op_name", ["avgpool", "inpaint"])
+def test_pigdm_reference_weighting_matches_a_transcription_of_the_reference_loop(gmm, op_name):
+    """``weighting="reference"``: NVlabs/RED-diff ``algos/pgdm.py`` (``awd: True``, ``eta`` 0) in DDPM notation:
+    ``xs = sqrt(abar_s) x0 + c2 e + grad_{x_t} <A^+ y - A^+ A x0, x0> sqrt(abar_s) sqrt(abar_t) w`` with the
+    network's ``x0`` and ``e``, ``c2 = sqrt(1 - abar_s)``, and ``A^+`` a dense pseudo-inverse."""
+    op = OPS[op_name]
+    sigma_y, weight = 0.05, 3.0
+    y = _problem(gmm, op, sigma_y)
+    predict = PosteriorPredictor(gmm.denoise, INTERP)
+    ts = ddpm_grid(INTERP, 12)
+    pinv = torch.linalg.pinv(dense_matrix(op))
+    x = _x_init(16)
+    for i in range(len(ts) - 1):
+        abar_t, abar_s = (INTERP.alpha(ts[j]) ** 2 for j in (i, i + 1))
+        xt = x.clone().requires_grad_(True)
+        x0 = predict(xt, ts[i].expand(16))
+        mat = (pinv @ y.flatten() - (x0.flatten(1) @ dense_matrix(op).T) @ pinv.T).detach()
+        (grad,) = torch.autograd.grad((mat * x0.flatten(1)).sum(), xt)
+        x0 = x0.detach()
+        e = (x - abar_t.sqrt() * x0) / (1 - abar_t).sqrt()
+        x = abar_s.sqrt() * x0 + (1 - abar_s).sqrt() * e + grad * abar_s.sqrt() * abar_t.sqrt() * weight
+    out = pigdm_sample(
+        predict, INTERP, op, y, sigma_y, _x_init(16), ts, eta=0.0, guidance=weight, weighting="reference"
+    )
+    torch.testing.assert_close(out.x, x, rtol=0, atol=1e-9)
+    assert (out.nfe, out.vjp) == (12, 12)
+
+
+def test_pigdm_refuses_an_unknown_weighting(gmm):
+    op = OPS["avgpool"]
+    y = _problem(gmm, op, 0.05)
+    with pytest.raises(ValueError, match="weighting must be one of"):
+        pigdm_sample(PosteriorPredictor(gmm.denoise, INTERP), INTERP, op, y, 0.05, _x_init(4), weighting="ref")

@@ -13,7 +13,7 @@ import scipy.linalg
 import torch
 from scipy.spatial.distance import pdist
 
-from exactps.metrics import fid, frechet_distance, kid, mmd2
+from exactps.metrics import fid, frechet_distance, gaussian_fit, gaussian_kl, kid, mmd2
 from exactps.metrics.kernels import median_bandwidth
 
 
@@ -150,3 +150,31 @@ def test_mmd2_is_about_zero_for_one_distribution_and_positive_for_another(bandwi
         assert abs(same.mean().item()) < 4 * se
     else:  # the data-chosen bandwidth adds a small bias
         assert abs(same.mean().item()) < 0.05 * shifted.mean().item()
+
+
+def _spd(d: int, seed: int) -> torch.Tensor:
+    m = torch.randn(d, d, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    return m @ m.T / d + 0.1 * torch.eye(d, dtype=torch.float64)
+
+
+def test_gaussian_kl_matches_torch_distributions():
+    d = 6
+    mu1, mu2 = (torch.randn(d, generator=torch.Generator().manual_seed(s), dtype=torch.float64) for s in (1, 2))
+    s1, s2 = _spd(d, 3), _spd(d, 4)
+    ref = torch.distributions.kl_divergence(
+        torch.distributions.MultivariateNormal(mu1, s1), torch.distributions.MultivariateNormal(mu2, s2)
+    )
+    assert math.isclose(gaussian_kl(mu1, s1, mu2, s2), float(ref), rel_tol=1e-10)
+    assert abs(gaussian_kl(mu1, s1, mu1, s1)) < 1e-12
+    with pytest.raises(ValueError, match="cov1 is not positive definite"):
+        gaussian_kl(mu1, torch.zeros(d, d, dtype=torch.float64), mu2, s2)
+
+
+def test_gaussian_fit_is_the_sample_mean_and_unbiased_covariance():
+    x = torch.randn(40, 1, 2, 2, generator=torch.Generator().manual_seed(0))
+    mean, cov = gaussian_fit(x)
+    flat = x.reshape(40, -1).to(torch.float64)
+    torch.testing.assert_close(mean, flat.mean(0))
+    torch.testing.assert_close(cov, torch.cov(flat.T))
+    with pytest.raises(ValueError, match="at least 2 samples"):
+        gaussian_fit(x[:1])

@@ -374,7 +374,20 @@ class BuiltinSource:
 
 
 def open_data(spec: str, size: int, channels: int = 3) -> Any:
-    """``"builtin"`` -> :class:`BuiltinSource`; a directory -> :class:`exactps.data.ImageFolder`."""
+    """``"builtin"`` -> :class:`BuiltinSource`; a ``.safetensors`` Gaussian-mixture file (written by
+    :func:`exactps.mixture_fit.save_mixture`) -> the mixture, sampled afresh at every step; a directory ->
+    :class:`exactps.data.ImageFolder`."""
     if spec == "builtin":
         return BuiltinSource(size, channels)
+    if Path(spec).suffix == ".safetensors" and Path(spec).is_file():
+        from exactps.mixture_fit import load_mixture  # lazy: priors import the operators
+
+        mixture = load_mixture(spec)
+        if tuple(mixture.img_shape) != (channels, size, size):
+            raise ValueError(
+                f"--data {spec}: the mixture draws images of shape {tuple(mixture.img_shape)}, but the run "
+                f"trains on {(channels, size, size)}; pass --size {mixture.img_shape[-1]} --channels "
+                f"{mixture.img_shape[0]}"
+            )
+        return mixture
     return ImageFolder(spec, size, channels)

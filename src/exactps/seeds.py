@@ -19,9 +19,9 @@ import torch
 
 __all__ = [
     "BUILTIN_ITEM_STRIDE",
-    "BaselineBenchSeed",
     "BenchSeed",
     "EvalSeed",
+    "ExactBenchSeed",
     "ExactnessSeed",
     "SampleSeed",
     "TrainSeed",
@@ -75,11 +75,18 @@ class ExactnessSeed(IntEnum):
     FINITE_EXACT = 13
 
 
-class BaselineBenchSeed(IntEnum):
-    """Offsets from the seed ``s`` of ``exactps bench exactness``: every method's draws from ``s``, the
-    exact posterior samples from ``s + EXACT``."""
+class ExactBenchSeed(IntEnum):
+    """Purposes of the seeds of ``exactps bench exactness`` (:mod:`exactps.exactbench`),
+    ``derive_seed(seed, purpose, ...)``: the prior of a family ``(seed, PRIOR, family)``; measurement ``i``
+    of a task in a split (0 report, 1 tuning) ``(seed, MEASUREMENT, split, task key, i)``, its exact
+    reference sets ``(..., REFERENCE)`` and sliced-W2 projections ``(..., PROJECTIONS)``; run ``r`` of
+    every method on it ``(seed, SAMPLER, split, task key, i, r)`` (the same for every method)."""
 
-    EXACT = 1
+    PRIOR = 1
+    MEASUREMENT = 2
+    REFERENCE = 3
+    PROJECTIONS = 4
+    SAMPLER = 5
 
 
 #: ``BuiltinCrops`` item ``i`` of a dataset seeded ``s`` is drawn with the seed ``s * stride + i``.

@@ -70,8 +70,6 @@ in the SVD basis and need a :class:`~exactps.operators.base.SpectralOperator`. S
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from exactps.baselines.common import BaselineOutput, ddpm_grid
 from exactps.baselines.daps import DAPS_LR, DAPS_PRESETS, daps_grid, daps_sample
 from exactps.baselines.ddnm import ddnm_sample, travel_schedule
@@ -79,18 +77,32 @@ from exactps.baselines.ddrm import ddrm_sample
 from exactps.baselines.diffpir import DIFFPIR_STEPS, DIFFPIR_ZETA, diffpir_sample
 from exactps.baselines.dps import DPS_ZETA, dps_sample
 from exactps.baselines.mpgd import MPGD_SCALE, mpgd_sample
-from exactps.baselines.pigdm import pigdm_sample
+from exactps.baselines.pigdm import PIGDM_WEIGHTINGS, pigdm_sample
+from exactps.baselines.registry import BASELINES
+from exactps.baselines.settings import (
+    BASELINE_DEFAULTS,
+    PUBLISHED_PER_TASK,
+    Grid,
+    candidates,
+    flatten_point,
+    published_point,
+    published_settings,
+)
 
 __all__ = [
     "BASELINES",
+    "BASELINE_DEFAULTS",
     "DAPS_LR",
     "DAPS_PRESETS",
     "DIFFPIR_STEPS",
     "DIFFPIR_ZETA",
     "DPS_ZETA",
     "MPGD_SCALE",
+    "PIGDM_WEIGHTINGS",
     "PUBLISHED_PER_TASK",
     "BaselineOutput",
+    "Grid",
+    "candidates",
     "daps_grid",
     "daps_sample",
     "ddnm_sample",
@@ -98,38 +110,10 @@ __all__ = [
     "ddrm_sample",
     "diffpir_sample",
     "dps_sample",
+    "flatten_point",
     "mpgd_sample",
     "pigdm_sample",
+    "published_point",
     "published_settings",
     "travel_schedule",
 ]
-
-#: name -> sampler, all called as ``fn(predict, interp, operator, y, sigma_y, x_init, ts=None,
-#: generator=None, **method_kwargs)``.
-BASELINES: dict[str, Callable[..., BaselineOutput]] = {
-    "dps": dps_sample,
-    "pigdm": pigdm_sample,
-    "ddrm": ddrm_sample,
-    "diffpir": diffpir_sample,
-    "ddnm": ddnm_sample,
-    "daps": daps_sample,
-    "mpgd": mpgd_sample,
-}
-
-
-#: The per-task settings of the official configs: method -> keyword -> (task key -> value). The task
-#: key is the ``published`` field of :data:`exactps.tasks.TASKS` (``sr``, ``inpainting``,
-#: ``inpainting_random``, ``gaussian_deblur``, ``motion_deblur``).
-PUBLISHED_PER_TASK: dict[str, dict[str, dict[str, float]]] = {
-    "dps": {"zeta": DPS_ZETA},
-    "diffpir": {"zeta": DIFFPIR_ZETA, "steps": DIFFPIR_STEPS},
-    "daps": {"lr": DAPS_LR},
-    "mpgd": {"scale": MPGD_SCALE},
-}
-
-
-def published_settings(method: str, published_key: str | None) -> dict[str, float]:
-    """The official per-task keyword arguments of ``method`` for a task's ``published`` key (empty where
-    the official configs have none: the sampler's defaults apply)."""
-    tables = PUBLISHED_PER_TASK.get(method, {})
-    return {param: table[published_key] for param, table in tables.items() if published_key in table}

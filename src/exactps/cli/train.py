@@ -49,7 +49,12 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     p.add_argument("--task-probs", type=csv_list(float), default=None, help="task weights, comma list (default equal)")
     floats = csv_list(float)
     p.add_argument("--sigma-y", type=floats, default=None, help="s_y, or lo,hi drawn per sample (default 0.05)")
-    p.add_argument("--data", default=None, help="image folder, or 'builtin' (scikit-image photographs)")
+    p.add_argument(
+        "--data",
+        default=None,
+        help="image folder, 'builtin' (scikit-image photographs), or a Gaussian-mixture .safetensors file "
+        "(fresh draws every step)",
+    )
     p.add_argument(
         "--size",
         type=int,
@@ -153,13 +158,16 @@ def default_warmup(steps: int) -> int:
 
 
 def _check_data(spec: str) -> None:
-    """``--data``: ``builtin`` or an existing folder; errors name the path and what is expected."""
+    """``--data``: ``builtin``, an existing folder or a Gaussian-mixture file; errors name the path and
+    what is expected."""
     if spec == "builtin":
         return
     path = Path(spec)
-    expected = "expected a folder of images (searched recursively) or 'builtin'"
+    expected = "expected a folder of images (searched recursively), a Gaussian-mixture .safetensors file or 'builtin'"
     if not path.exists():
         raise FileNotFoundError(f"--data {spec}: {path} does not exist; {expected}")
+    if path.is_file() and path.suffix == ".safetensors":
+        return
     if not path.is_dir():
         raise NotADirectoryError(f"--data {spec}: {path} is a file, not a folder; {expected}")
 

@@ -23,8 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from exactps.baselines import BASELINES, DAPS_PRESETS
-from exactps.bench import published_settings
+from exactps.baselines import BASELINES, DAPS_PRESETS, published_settings
 from exactps.imagebench.problems import Problem
 from exactps.interpolants import VE, VPLinear
 from exactps.loading import LoadedModel
@@ -129,7 +128,7 @@ def model_methods(loaded: LoadedModel, nfes: tuple[int, ...], sampler: str) -> l
 def baseline_method(prior: LoadedModel, name: str, task: str, budget: Mapping[str, Any],
                     overrides: Mapping[str, Any] | None = None) -> Method:  # fmt: skip
     """The row of baseline ``name`` at ``budget`` on the prior's x0-predictor, with the published settings
-    for ``task`` (:func:`exactps.bench.published_settings`), or ``overrides`` (tuned) on top of them."""
+    for ``task`` (:func:`exactps.baselines.published_settings`), or ``overrides`` (tuned) on top of them."""
     fn = BASELINES[name]
     interp = VPLinear()
     kwargs = {**published_settings(name, task), **budget, **(overrides or {})}

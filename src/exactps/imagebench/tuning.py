@@ -10,8 +10,6 @@ the search are recorded with the results.
 
 from __future__ import annotations
 
-import inspect
-import itertools
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,23 +17,16 @@ from typing import Any
 
 import torch
 
-from exactps.baselines import BASELINES
-from exactps.bench import published_settings
+from exactps.baselines import Grid
+from exactps.baselines import candidates as grid_candidates
+from exactps.baselines import published_point as grid_published_point
 from exactps.imagebench.methods import baseline_method
 from exactps.imagebench.problems import Problem
 from exactps.loading import LoadedModel
 from exactps.metrics import psnr
 from exactps.seeds import BenchSeed, derive_seed, task_key
 
-__all__ = ["BASELINE_DEFAULTS", "TUNING_GRIDS", "Grid", "TuningResult", "candidates", "published_point", "tune"]
-
-
-@dataclass(frozen=True)
-class Grid:
-    """Values of one keyword argument: absolute, or factors of the published value (``relative``)."""
-
-    values: tuple[float, ...]
-    relative: bool = False
+__all__ = ["TUNING_GRIDS", "TuningResult", "candidates", "published_point", "tune"]
 
 
 #: The search space of each baseline (a product over its parameters; the published point is always in).
@@ -60,20 +51,13 @@ class TuningResult:
 
 def published_point(name: str, task: str) -> dict[str, Any]:
     """The published values of the tuned parameters of ``name`` for ``task``."""
-    published = {**BASELINE_DEFAULTS[name], **published_settings(name, task)}
-    return {param: published[param] for param in TUNING_GRIDS.get(name, {})}
+    return grid_published_point(name, task, TUNING_GRIDS.get(name, {}))
 
 
 def candidates(name: str, task: str) -> list[dict[str, Any]]:
     """The published point, then every other point of the grid of ``name`` for ``task`` (relative grids
     scale the published value)."""
-    published = published_point(name, task)
-    axes = [
-        [(param, published[param] * v if g.relative else v) for v in g.values]
-        for param, g in TUNING_GRIDS.get(name, {}).items()
-    ]
-    points = [dict(p) for p in itertools.product(*axes)]
-    return [published, *(p for p in points if p != published)]
+    return grid_candidates(name, task, TUNING_GRIDS.get(name, {}))
 
 
 def tune(prior: LoadedModel, name: str, budget: Mapping[str, Any], validation: Problem, seed: int) -> TuningResult:
@@ -93,16 +77,3 @@ def tune(prior: LoadedModel, name: str, budget: Mapping[str, Any], validation: P
         scores.append((point, score if score == score else float("-inf")))  # NaN (diverged) ranks last
     best = max(range(len(scores)), key=lambda i: scores[i][1])  # the first maximum: the published one on a tie
     return TuningResult(dict(scores[best][0]), scores)
-
-
-def _signature_defaults() -> dict[str, dict[str, Any]]:
-    """The keyword defaults of each baseline's sampler (the published settings where no per-task value exists)."""
-    out = {}
-    for name, fn in BASELINES.items():
-        params = inspect.signature(fn).parameters.values()
-        out[name] = {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
-    return out
-
-
-#: The keyword defaults of every baseline (their published settings, see :mod:`exactps.baselines`).
-BASELINE_DEFAULTS = _signature_defaults()

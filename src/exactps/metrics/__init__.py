@@ -33,6 +33,9 @@ Between sample sets (:mod:`~exactps.metrics.distances`):
 * :func:`mmd2` unbiased MMD² ``mean_{i≠i'} k(x_i, x_i') + mean_{j≠j'} k(y_j, y_j') - 2 mean k(x_i, y_j)``,
   RBF kernel, median-heuristic bandwidth over the pooled set.
 * :func:`sliced_w2` ``sqrt(E_u W2²(<u, x>, <u, y>))`` over random unit directions ``u``.
+* :func:`gaussian_kl` ``KL(N(mu1, S1) || N(mu2, S2))``, and :func:`gaussian_fit` a sample set's mean and
+  covariance (with :func:`frechet_distance`, the squared W2 of Gaussians: the exactness benchmark's bias
+  test on a Gaussian prior).
 * :func:`atom_tv` ``1/2 sum_k |freq_k - w_k|`` between atom frequencies and weights.
 
 Features (:mod:`~exactps.metrics.inception`): :class:`InceptionFeatures` maps images to TF-FID's 2048-d
@@ -44,7 +47,7 @@ are imported only when :class:`LPIPS` or :class:`InceptionFeatures` is built.
 """
 
 from exactps.metrics.calibration import coverage, crps, mmd2_score, prediction_coverage, prediction_half_width
-from exactps.metrics.distances import atom_tv, fid, frechet_distance, kid, mmd2, sliced_w2
+from exactps.metrics.distances import atom_tv, fid, frechet_distance, gaussian_fit, gaussian_kl, kid, mmd2, sliced_w2
 from exactps.metrics.image import psnr, psnr_of_mean, ssim
 from exactps.metrics.inception import InceptionFeatures
 from exactps.metrics.perceptual import LPIPS
@@ -57,6 +60,8 @@ __all__ = [
     "crps",
     "fid",
     "frechet_distance",
+    "gaussian_fit",
+    "gaussian_kl",
     "kid",
     "mmd2",
     "mmd2_score",

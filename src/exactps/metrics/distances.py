@@ -21,7 +21,7 @@ from exactps.metrics.kernels import (
     sq_distances,
 )
 
-__all__ = ["atom_tv", "fid", "frechet_distance", "kid", "mmd2", "sliced_w2"]
+__all__ = ["atom_tv", "fid", "frechet_distance", "gaussian_fit", "gaussian_kl", "kid", "mmd2", "sliced_w2"]
 
 
 def sliced_w2(x: Tensor, y: Tensor, n_proj: int = 256, generator: torch.Generator | None = None) -> float:
@@ -88,6 +88,35 @@ def frechet_distance(mu1: Tensor, cov1: Tensor, mu2: Tensor, cov2: Tensor) -> fl
     is symmetric, so only symmetric eigendecompositions are used (no complex parts to drop)."""
     mu1, mu2, s1, s2 = (t.to(torch.float64) for t in (mu1, mu2, cov1, cov2))
     return _frechet(mu1, mu2, s1.trace(), s2.trace(), _trace_sqrt_product_cov(s1, s2))
+
+
+def gaussian_kl(mu1: Tensor, cov1: Tensor, mu2: Tensor, cov2: Tensor) -> float:
+    """``KL(N(mu1, S1) || N(mu2, S2)) = (Tr(S2^{-1} S1) + (mu2 - mu1)^T S2^{-1} (mu2 - mu1) - d
+    + log det S2 - log det S1) / 2`` in nats (float64, Cholesky factors; both covariances positive
+    definite)."""
+    mu1, mu2, s1, s2 = (t.to(torch.float64) for t in (mu1, mu2, cov1, cov2))
+    l1, l2 = _cholesky(s1, "cov1"), _cholesky(s2, "cov2")
+    d = mu1.shape[0]
+    m = torch.linalg.solve_triangular(l2, l1, upper=False)  # L2^{-1} L1: Tr(S2^{-1} S1) = ||M||_F^2
+    z = torch.linalg.solve_triangular(l2, (mu2 - mu1)[:, None], upper=False)
+    log_det = 2.0 * (l2.diagonal().log().sum() - l1.diagonal().log().sum())
+    return 0.5 * float(m.square().sum() + z.square().sum() - d + log_det)
+
+
+def _cholesky(cov: Tensor, name: str) -> Tensor:
+    chol, info = torch.linalg.cholesky_ex(cov)
+    if int(info) != 0:
+        raise ValueError(f"{name} is not positive definite (a Gaussian KL needs invertible covariances)")
+    return chol
+
+
+def gaussian_fit(samples: Tensor) -> tuple[Tensor, Tensor]:
+    """Mean and unbiased covariance (float64) of ``samples`` ``(N, ...)``, flattened per sample."""
+    x = samples.reshape(samples.shape[0], -1).to(torch.float64)
+    if x.shape[0] < 2:
+        raise ValueError(f"need at least 2 samples for a covariance, got {x.shape[0]}")
+    c = x - x.mean(0)
+    return x.mean(0), c.T @ c / (x.shape[0] - 1)
 
 
 def fid(features_a: Tensor, features_b: Tensor) -> float:

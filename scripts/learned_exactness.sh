@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Exactness with learned networks (issue: exactness benchmark, second edition, item 4).
+#
+#   scripts/learned_exactness.sh OUT
+#
+# 1. a 32-component full-covariance Gaussian mixture fitted to 8x8 colour patches of scikit-image's
+#    photographs (training split): a prior with image-like structure and an exact posterior;
+# 2. the project's U-Net (`tiny` preset at 8x8) trained on fresh draws of it: the unconditional denoiser
+#    (EDM objective), then EPS fine-tuned from it on the five standard tasks at s_y = 0.05;
+# 3. `exactps bench exactness --mixture ... --learned-prior ... --learned-eps ...`: learned EPS, every
+#    baseline on the learned prior, and both with the exact (oracle) denoisers, against exact posterior
+#    samples.
+# Runs whose final checkpoint exists are skipped. About 1.5 hours on one thread of a 2-core EPYC.
+set -euo pipefail
+OUT=${1:?usage: scripts/learned_exactness.sh OUT}
+STEPS=${STEPS:-6000}
+THREADS=${THREADS:-1}
+mkdir -p "$OUT"
+GMM="$OUT/patch-gmm.safetensors"
+[ -e "$GMM" ] || python scripts/patch_mixture.py --out "$GMM" --components 32 --iters 40 --threads "$THREADS" > "$OUT/patch-gmm.log" 2>&1
+
+train() {  # train NAME ARGS...
+    local name=$1; shift
+    if [ -e "$OUT/$name/checkpoints/step-$(printf %09d "$STEPS").json" ]; then echo "$name: done already"; return; fi
+    local resume=(--out "$OUT/$name")
+    [ -e "$OUT/$name/config.json" ] && resume=(--resume "$OUT/$name")
+    echo "$name: training ($STEPS steps)"
+    exactps train "$@" --data "$GMM" --size 8 --preset tiny --steps "$STEPS" --batch 128 --lr 5e-4 --warmup 300 \
+        --ckpt-every 1000 --grid-every 100000 --keep 0 --seed 0 --threads "$THREADS" --no-progress \
+        "${resume[@]}" >> "$OUT/$name.log" 2>&1
+}
+train patch-prior --objective denoiser
+train patch-eps --objective eps --sigma-y 0.05 --init "$OUT/patch-prior"
