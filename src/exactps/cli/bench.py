@@ -40,6 +40,7 @@ from exactps.imagebench import (
 from exactps.imagebench.scoring import check_metrics
 from exactps.images import save_grid
 from exactps.loading import load_model
+from exactps.published import published_names
 from exactps.runtime import cpu_name
 from exactps.samplers import SAMPLERS
 from exactps.tasks import NO_MEASUREMENT, STANDARD_TASKS, get_task
@@ -139,7 +140,12 @@ def _add_images(bench: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--test", type=Path, required=True, help="folder of test images (the first --images, sorted)")
     p.add_argument("--val", type=Path, default=None, help="folder of validation images (tuning only)")
-    p.add_argument("--prior", type=Path, default=None, help="unconditional model the baselines sample with")
+    p.add_argument(
+        "--prior",
+        default=None,
+        metavar="MODEL|NAME",
+        help=f"unconditional model the baselines sample with, or a published prior: {', '.join(published_names())}",
+    )
     p.add_argument("--eps", type=Path, nargs="*", default=[], metavar="MODEL", help="EPS models")
     p.add_argument("--conditional", type=Path, nargs="*", default=[], metavar="MODEL", help="conditional models")
     p.add_argument("--tasks", type=csv_list(), default=list(d.tasks), help=f"default {','.join(d.tasks)}")
