@@ -203,12 +203,16 @@ def test_a_failed_download_says_where_to_put_the_file(server):
         published_state_dict("edm-cifar10-32x32-uncond-vp")
 
 
-def test_published_presets_match_deepinv_defaults_for_ffhq_vp():
-    """deepinv's own NCSNpp defaults (model_type ddpm) are EDM's FFHQ-64 DDPM++: base-64 must build the
-    same parameter shapes (the real preset, not shrunk; on the meta device)."""
+@pytest.mark.parametrize(
+    ("name", "model_type"), [("edm-ffhq-64x64-uncond-vp", "ddpm"), ("edm-ffhq-64x64-uncond-ve", "ncsn")]
+)
+def test_ffhq_presets_are_the_architecture_deepinv_downloads_into(name, model_type):
+    """deepinv's ``NCSNpp(model_type=..., pretrained="download")`` strictly loads the FFHQ-64 files into its
+    default architecture, so the entry's (real, not shrunk) preset must build exactly its parameter shapes
+    (on the meta device: no memory, no weights)."""
     from deepinv.models import NCSNpp
 
     with torch.device("meta"):
-        ours = build_backbone("base-64").state_dict()
-        theirs = NCSNpp(model_type="ddpm", pretrained=None).state_dict()
+        ours = build_backbone(get_published(name).preset).state_dict()
+        theirs = NCSNpp(model_type=model_type, pretrained=None).state_dict()
     assert {k: v.shape for k, v in ours.items()} == {k: v.shape for k, v in theirs.items()}
