@@ -376,3 +376,31 @@ def test_observation_image_needs_the_measurement():
     noise.y = None
     with pytest.raises(ValueError, match="without its measurement"):
         noise.observation_image(m)
+
+
+@pytest.mark.parametrize("model_type", MODEL_TYPES)
+def test_gradient_checkpointing_gives_the_same_values_and_gradients(model_type):
+    from exactps.networks import checkpoint_blocks
+
+    model = _model("map", model_type=model_type).train()
+    model.net.enc["16x16_conv"].extra_weight.data.normal_(0, 0.1)
+    ckpt = checkpoint_blocks(copy.deepcopy(model))
+    _, m, noise, _ = _inpaint_noise(0.05)
+    grads, calls = [], []
+    for net in (model, ckpt):
+        torch.manual_seed(3)  # the same dropout masks (none in tiny) and draws
+        net.zero_grad()
+        inner = next(b for b in net.modules() if type(b).__name__ == "UNetBlock").conv0
+        count = []
+        handle = inner.register_forward_hook(lambda *_, count=count: count.append(1))
+        out = net(m, noise)
+        out.square().mean().backward()
+        handle.remove()
+        grads.append((out.detach(), [p.grad.clone() for p in net.parameters()]))
+        calls.append(len(count))
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-5, atol=1e-7)
+    assert calls == [1, 2]  # the checkpointed block ran again in the backward pass
+    wrapped = [b for b in ckpt.modules() if getattr(b, "_checkpointed", False)]
+    assert wrapped and len(wrapped) == sum(type(b).__name__ == "UNetBlock" for b in model.modules())
+    with torch.no_grad():  # sampling: no recomputation, the same values
+        torch.testing.assert_close(ckpt(m, noise), model(m, noise))

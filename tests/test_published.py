@@ -134,12 +134,13 @@ def test_train_cli_initialises_from_a_name(server, tmp_path, capsys):
     name = "edm-cifar10-32x32-uncond-ve"
     server.publish(name)
     argv = ["--data", "builtin", "--init", name, "--batch", "2", "--steps", "1", "--task", "inpaint-random"]
-    argv += ["--grid-every", "1000", "--no-progress", "--out", str(tmp_path / "run")]
+    argv += ["--grid-every", "1000", "--no-progress", "--grad-checkpoint", "--out", str(tmp_path / "run")]
     assert train_main(add_train_arguments(argparse.ArgumentParser()).parse_args(argv)) == 0
     out = capsys.readouterr().out
     assert f"from {name}" in out and "kept at their zero initialisation" in out
     run_config = (tmp_path / "run" / "config.json").read_text()
     assert '"preset": "ncsn-32"' in run_config  # the prior's preset became the default
+    assert '"grad_checkpoint": true' in run_config
 
 
 def test_train_help_lists_the_names(capsys):

@@ -55,14 +55,16 @@ pass-through. :meth:`EPSDenoiser.denoise` is the unconditional denoiser ``D(x; s
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from deepinv.models import NCSNpp
-from deepinv.models.utils import UpDownConv2d
+from deepinv.models.utils import UNetBlock, UpDownConv2d
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from exactps.batch import as_batch, per_batch
 from exactps.covariance import IsotropicNoise, PivotNoise
@@ -77,6 +79,7 @@ __all__ = [
     "ConditioningInputs",
     "EPSDenoiser",
     "build_backbone",
+    "checkpoint_blocks",
     "compile_backbone",
     "count_parameters",
 ]
@@ -410,6 +413,30 @@ class EPSDenoiser(nn.Module):
         if bad or result.unexpected_keys:
             raise KeyError(f"backbone state dict mismatch: missing {bad}, unexpected {result.unexpected_keys}")
         return list(result.missing_keys)
+
+
+def checkpoint_blocks(model: nn.Module) -> nn.Module:
+    """Gradient checkpointing of every U-Net block inside ``model`` (in place); returns ``model``.
+
+    Each block (deepinv's ``UNetBlock``) keeps only its inputs for the backward pass and recomputes its
+    activations there (``torch.utils.checkpoint``, non-reentrant): the same values and gradients for
+    about a third more compute, and the activation memory of one block instead of all of them, which is
+    what lets the larger backbones train on large micro-batches. Without gradients (sampling) blocks run
+    as usual."""
+    for block in model.modules():
+        if isinstance(block, UNetBlock) and not getattr(block, "_checkpointed", False):
+            block.forward = _checkpointed(block.forward)
+            block._checkpointed = True
+    return model
+
+
+def _checkpointed(forward: Callable[[Tensor, Tensor], Tensor]) -> Callable[[Tensor, Tensor], Tensor]:
+    def run(x: Tensor, emb: Tensor) -> Tensor:
+        if torch.is_grad_enabled():
+            return checkpoint(forward, x, emb, use_reentrant=False)
+        return forward(x, emb)
+
+    return run
 
 
 def compile_backbone(model: nn.Module, **options) -> nn.Module:

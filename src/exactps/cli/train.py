@@ -93,6 +93,11 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     p.add_argument("--grad-clip", type=float, default=None, help="max gradient norm, 0 = off (default 1)")
     p.add_argument("--no-bf16", action="store_true", help="no bf16 autocast on CUDA")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument(
+        "--grad-checkpoint",
+        action="store_true",
+        help="recompute each U-Net block in the backward pass: less memory, about a third more compute",
+    )
     p.add_argument("--log-every", type=int, default=None)
     p.add_argument("--ckpt-every", type=int, default=None)
     p.add_argument("--grid-every", type=int, default=None)
@@ -151,6 +156,8 @@ def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
         out["bf16"] = False
     if getattr(args, "compile", False):
         out["compile"] = True
+    if getattr(args, "grad_checkpoint", False):
+        out["grad_checkpoint"] = True
     return out
 
 
