@@ -57,9 +57,7 @@ def test_eps_score_equals_direct_gmm_posterior_score_dense(interp, sigma_y):
     for frac in (0.05, 0.3, 0.9):
         t = frac * interp.t_max
         tt = torch.tensor(t, dtype=F64)
-        x_t = interp.alpha(tt) * gmm.sample(6, g) + interp.sigma(tt) * torch.randn(
-            6, *shape, generator=g, dtype=F64
-        )
+        x_t = interp.alpha(tt) * gmm.sample(6, g) + interp.sigma(tt) * torch.randn(6, *shape, generator=g, dtype=F64)
         ours = posterior_score(gmm.denoise, interp, x_t, t, op, y, sigma_y)
         ref = post.score(interp, x_t, t)
         assert _rel(ours, ref) < 1e-10, (t, sigma_y)

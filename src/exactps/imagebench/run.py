@@ -247,4 +247,3 @@ def run_image_benchmark(
         bar.update(1)
     bar.close()
     return BenchResults(config, results, {"device": str(device)})
-
