@@ -193,3 +193,24 @@ def test_diverged_samples_are_counted_and_lpips_needs_32_px(runs, folders):
     config = BenchConfig(tasks=("paper-sr4",), images=2, metrics=("psnr", "lpips"), tune=False)
     with pytest.raises(ValueError, match="at least 32x32"):
         run_image_benchmark(config, (x0, names), eps=[eps], scorer=Scorer(("psnr",)), progress=False)
+
+
+def test_zero_shot_pivot_rows_on_the_prior(runs, folders, tmp_path, capsys):
+    """``--zero-shot-nfe``: the prior, not fine-tuned, at the pivot; one row per NFE; needs a prior."""
+    test, _ = folders
+    out = tmp_path / "zs"
+    argv = ["bench", "images", "--test", str(test), "--prior", str(runs["denoiser"]), "--tasks", "paper-sr4",
+            "--images", "2", "--samples", "2", "--baselines", "", "--no-tune", "--zero-shot-nfe", "3,1",
+            "--sampler", "ddim", "--metrics", "psnr", "--device", "cpu", "--no-progress",
+            "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    rows = json.loads(out.with_suffix(".json").read_text())["rows"]
+    zero_shot = {r["method"]: r for r in rows if r["method"].startswith("zero-shot")}
+    assert sorted(r["nfe"] for r in zero_shot.values()) == [1, 3] and len(rows) == 3
+    for r in zero_shot.values():
+        assert math.isfinite(r["psnr"]) and json.loads(r["settings"])["method"] == "zero-shot pivot"
+    capsys.readouterr()
+    no_prior = [a for a in argv if a not in ("--prior", str(runs["denoiser"]))]
+    no_prior[no_prior.index("--out") + 1] = str(tmp_path / "none")
+    assert main([*no_prior, "--eps", str(runs["eps"])]) == 2
+    assert "--zero-shot-nfe runs the zero-shot pivot on the --prior" in capsys.readouterr().err

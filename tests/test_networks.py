@@ -3,13 +3,14 @@
 import copy
 import math
 import time
+from dataclasses import replace
 
 import pytest
 import torch
 
 from exactps.covariance import IsotropicNoise, MatrixFreeNoise
 from exactps.interpolants import VE
-from exactps.networks import CONDITIONINGS, PRESETS, EPSDenoiser, build_backbone, count_parameters
+from exactps.networks import CONDITIONINGS, MODEL_TYPES, PRESETS, EPSDenoiser, build_backbone, count_parameters
 from exactps.operators import (
     Blur,
     Inpaint,
@@ -23,11 +24,11 @@ SD = 0.5
 SHAPE = (3, 16, 16)
 
 
-def _model(conditioning="scalar", seed=0, perturb=True):
+def _model(conditioning="scalar", seed=0, perturb=True, model_type="ddpm"):
     """A tiny model whose weights are all randomised (zero-init layers included, unless they are
     the conditioning weights, which stay zero so the variants can be compared)."""
     torch.manual_seed(seed)
-    model = EPSDenoiser("tiny", channels=3, conditioning=conditioning).eval()
+    model = EPSDenoiser(_tiny(model_type), channels=3, conditioning=conditioning).eval()
     if perturb:
         g = torch.Generator().manual_seed(seed + 100)
         with torch.no_grad():
@@ -35,6 +36,11 @@ def _model(conditioning="scalar", seed=0, perturb=True):
                 if not name.endswith("extra_weight"):
                     p.add_(0.05 * torch.randn(p.shape, generator=g))
     return model
+
+
+def _tiny(model_type="ddpm"):
+    """The ``tiny`` preset as DDPM++ or NCSN++."""
+    return replace(PRESETS["tiny"], model_type=model_type)
 
 
 def _images(batch=2, seed=0, shape=SHAPE):
@@ -217,6 +223,27 @@ def test_unconditional_checkpoint_loads_into_every_variant():
             assert torch.equal(model.denoise(x, sigma), ref)
 
 
+def test_ncsn_variants_compute_the_same_function_until_trained():
+    """NCSN++'s residual encoder reads the raw input a second time: the conditioning maps must reach the
+    first convolution only, so every variant loading the same weights is the same denoiser, at A = 0
+    and under an operator, and its channels-last copy too."""
+    plain = _model("none", model_type="ncsn")
+    _, m, noise, _ = _inpaint_noise(0.05)
+    iso = IsotropicNoise(torch.tensor([0.2, 5.0]))
+    with torch.no_grad():
+        refs = plain(m, noise), plain(m, iso)
+    for conditioning in ("scalar", "map", "obs"):
+        model = EPSDenoiser(_tiny("ncsn"), conditioning=conditioning).eval()
+        missing = model.load_backbone(plain.net.state_dict())
+        assert sorted("net." + k for k in missing) == sorted(model.conditioning_keys())
+        assert any(k.endswith("aux_residual.weight") for k in model.state_dict())
+        with torch.no_grad():
+            torch.testing.assert_close((model(m, noise), model(m, iso)), refs, rtol=1e-5, atol=1e-6)
+            last = model.to(memory_format=torch.channels_last)
+            torch.testing.assert_close(last(m.to(memory_format=torch.channels_last), noise), refs[0],
+                                       rtol=1e-4, atol=1e-5)  # fmt: skip
+
+
 def test_safetensors_round_trip_and_config(tmp_path):
     import json
 
@@ -266,8 +293,9 @@ def test_scalar_conditioning_sees_sigma_y():
 # -- precision, sampling integration --------------------------------------------------------------------
 
 
-def test_bf16_autocast_cpu():
-    model = _model("map")
+@pytest.mark.parametrize("model_type", MODEL_TYPES)
+def test_bf16_autocast_cpu(model_type):
+    model = _model("map", model_type=model_type)
     _, m, noise, _ = _inpaint_noise(0.05)
     with torch.no_grad():
         ref = model(m, noise)
@@ -301,7 +329,8 @@ def test_blur_noise_through_posterior_predictor():
     assert not math.isclose((x0_hat - m).abs().max().item(), 0.0)
 
 
-def test_compiled_backbone_is_one_graph_for_every_operator_type():
+@pytest.mark.parametrize("model_type", MODEL_TYPES)
+def test_compiled_backbone_is_one_graph_for_every_operator_type(model_type):
     """Only the U-Net is compiled, so sr4, inpainting, blur and A = 0 share one graph (dynamo's eager
     backend: tracing and guards as in production, no code generation) and give the eager result."""
     from torch._dynamo.utils import counters
@@ -313,7 +342,7 @@ def test_compiled_backbone_is_one_graph_for_every_operator_type():
     torch._dynamo.reset()
     counters.clear()
     torch.manual_seed(0)
-    eager = EPSDenoiser("tiny", 3, "map")
+    eager = EPSDenoiser(_tiny(model_type), 3, "map")
     compiled = compile_backbone(copy.deepcopy(eager), backend="eager")
     x0 = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(1)) * 2 - 1
     for task in ("sr4", "inpaint-box", "deblur-motion", None):
@@ -347,3 +376,31 @@ def test_observation_image_needs_the_measurement():
     noise.y = None
     with pytest.raises(ValueError, match="without its measurement"):
         noise.observation_image(m)
+
+
+@pytest.mark.parametrize("model_type", MODEL_TYPES)
+def test_gradient_checkpointing_gives_the_same_values_and_gradients(model_type):
+    from exactps.networks import checkpoint_blocks
+
+    model = _model("map", model_type=model_type).train()
+    model.net.enc["16x16_conv"].extra_weight.data.normal_(0, 0.1)
+    ckpt = checkpoint_blocks(copy.deepcopy(model))
+    _, m, noise, _ = _inpaint_noise(0.05)
+    grads, calls = [], []
+    for net in (model, ckpt):
+        torch.manual_seed(3)  # the same dropout masks (none in tiny) and draws
+        net.zero_grad()
+        inner = next(b for b in net.modules() if type(b).__name__ == "UNetBlock").conv0
+        count = []
+        handle = inner.register_forward_hook(lambda *_, count=count: count.append(1))
+        out = net(m, noise)
+        out.square().mean().backward()
+        handle.remove()
+        grads.append((out.detach(), [p.grad.clone() for p in net.parameters()]))
+        calls.append(len(count))
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-5, atol=1e-7)
+    assert calls == [1, 2]  # the checkpointed block ran again in the backward pass
+    wrapped = [b for b in ckpt.modules() if getattr(b, "_checkpointed", False)]
+    assert wrapped and len(wrapped) == sum(type(b).__name__ == "UNetBlock" for b in model.modules())
+    with torch.no_grad():  # sampling: no recomputation, the same values
+        torch.testing.assert_close(ckpt(m, noise), model(m, noise))

@@ -5,8 +5,26 @@ import torch
 
 from exactps.covariance import IsotropicNoise
 from exactps.interpolants import VE, LinearFlow, Trigonometric, VPCosine, VPLinear
-from exactps.operators import AvgPoolSR, Blur, Colorize, DenseOperator, Inpaint, SeparableSR, motion_kernels
-from exactps.posterior import PosteriorPredictor, pivot, posterior_eps, posterior_score, posterior_x0
+from exactps.operators import (
+    AvgPoolSR,
+    Blur,
+    Colorize,
+    Denoise,
+    DenseOperator,
+    Inpaint,
+    OrthogonalCS,
+    SeparableSR,
+    motion_kernels,
+)
+from exactps.posterior import (
+    PosteriorPredictor,
+    ZeroShotPredictor,
+    isotropic_level,
+    pivot,
+    posterior_eps,
+    posterior_score,
+    posterior_x0,
+)
 from exactps.priors import GaussianMixture, dense_matrix
 
 ALL = [VPLinear(), VPCosine(), VE(), LinearFlow(), Trigonometric()]
@@ -39,9 +57,7 @@ def test_eps_score_equals_direct_gmm_posterior_score_dense(interp, sigma_y):
     for frac in (0.05, 0.3, 0.9):
         t = frac * interp.t_max
         tt = torch.tensor(t, dtype=F64)
-        x_t = interp.alpha(tt) * gmm.sample(6, g) + interp.sigma(tt) * torch.randn(
-            6, *shape, generator=g, dtype=F64
-        )
+        x_t = interp.alpha(tt) * gmm.sample(6, g) + interp.sigma(tt) * torch.randn(6, *shape, generator=g, dtype=F64)
         ours = posterior_score(gmm.denoise, interp, x_t, t, op, y, sigma_y)
         ref = post.score(interp, x_t, t)
         assert _rel(ours, ref) < 1e-10, (t, sigma_y)
@@ -193,3 +209,90 @@ def test_bad_input_is_rejected_with_a_named_error(kwargs, exc, name):
     args = {"x_t": x_t, "t": 1.0, "operator": op, "y": y, "sigma_y": 0.05, **kwargs}
     with pytest.raises(exc, match=name):
         pivot(interp, args["x_t"], args["t"], args["operator"], args["y"], args["sigma_y"])
+
+
+# -- the zero-shot pivot --------------------------------------------------------------------------------
+
+
+def _posterior_mean_reference(gmm, a_mat, y, sigma_y, interp, x_t, t):
+    """``E[x0 | x_t, y]`` without the pivot: the mixture conditioned on ``y`` (Gaussian conditioning),
+    then its exact denoiser at ``x_t / a`` with noise ``(s/a)^2 I``."""
+    tt = torch.tensor(t, dtype=F64)
+    a, rho = interp.alpha(tt), interp.ratio(tt)
+    return gmm.posterior(a_mat, y, sigma_y).denoise(x_t / a, IsotropicNoise(rho.reshape(1)))
+
+
+def _orthogonal(rows, d, gamma, seed):
+    """``gamma Q`` with ``Q`` (rows x d, rows >= d) of orthonormal columns: ``A^T A = gamma^2 I``."""
+    q, _ = torch.linalg.qr(torch.randn(rows, d, generator=torch.Generator().manual_seed(seed), dtype=F64))
+    return gamma * q
+
+
+@pytest.mark.parametrize("interp", [VPLinear(), VE()], ids=["vp-linear", "ve"])
+@pytest.mark.parametrize(
+    ("case", "gamma", "sigma_y"),
+    [("denoise", 1.0, 0.1), ("orthogonal", 0.5, 0.05), ("orthogonal", 2.0, 0.3), ("tight-frame", 1.5, 0.2)],
+)
+def test_zero_shot_pivot_is_exact_where_AtA_is_isotropic(interp, case, gamma, sigma_y):
+    shape = (1, 2, 4)
+    gmm = GaussianMixture.random(shape, 3, torch.Generator().manual_seed(1), decades=1.0)
+    if case == "denoise":
+        op, a_mat = Denoise(shape, dtype=F64), torch.eye(8, dtype=F64)
+    else:
+        a_mat = _orthogonal(8 if case == "orthogonal" else 12, 8, gamma, seed=3)
+        op = DenseOperator(a_mat, shape)
+    y, g = _problem(op, gmm, sigma_y)
+    for frac in (0.02, 0.3, 0.9):
+        t = frac * interp.t_max
+        tt = torch.tensor(t, dtype=F64)
+        x_t = interp.alpha(tt) * gmm.sample(4, g) + interp.sigma(tt) * torch.randn(4, *shape, generator=g, dtype=F64)
+        ours = ZeroShotPredictor(gmm.denoise, interp, op, y, sigma_y)(x_t, torch.full((4,), t, dtype=F64))
+        ref = _posterior_mean_reference(gmm, a_mat, y, sigma_y, interp, x_t, t)
+        assert _rel(ours, ref) < 1e-9, (case, t)
+
+
+@pytest.mark.parametrize("case", ["inpaint", "compressed-sensing"])
+def test_zero_shot_pivot_is_only_an_approximation_elsewhere(case):
+    """Inpainting and compressed sensing with fewer rows than pixels (``A^T A`` a projection): the
+    zero-shot prediction differs from the exact posterior mean (which EPS reproduces)."""
+    shape = (1, 2, 4)
+    gmm = GaussianMixture.random(shape, 3, torch.Generator().manual_seed(1), decades=1.0)
+    if case == "inpaint":
+        op = Inpaint(torch.tensor([[1, 0, 1, 1], [0, 1, 0, 0]], dtype=F64), shape)
+    else:
+        op = OrthogonalCS(shape, 4, torch.Generator().manual_seed(2), dtype=F64)
+    a_mat = dense_matrix(op)
+    interp, t, sigma_y = VE(), 1.0, 0.05
+    y, g = _problem(op, gmm, sigma_y)
+    x_t = gmm.sample(4, g) + t * torch.randn(4, *shape, generator=g, dtype=F64)
+    tt = torch.full((4,), t, dtype=F64)
+    ref = _posterior_mean_reference(gmm, a_mat, y, sigma_y, interp, x_t, t)
+    assert _rel(PosteriorPredictor(gmm.denoise, interp, op, y, sigma_y)(x_t, tt), ref) < 1e-9
+    assert _rel(ZeroShotPredictor(gmm.denoise, interp, op, y, sigma_y)(x_t, tt), ref) > 1e-2
+
+
+def test_isotropic_level_is_the_mean_variance_of_S():
+    """``tr(S_t)/d`` from the closed-form diagonal equals the trace of the dense ``S_t``."""
+    shape = (1, 2, 4)
+    mask = torch.tensor([[1, 0, 1, 1], [0, 1, 0, 0]], dtype=F64)
+    op = Inpaint(mask, shape)
+    x = torch.randn(2, *shape, dtype=F64, generator=torch.Generator().manual_seed(0))
+    rho = torch.tensor([0.5, 3.0], dtype=F64)
+    _, noise = op.pivot(x, rho, op.A(x), torch.full((2,), 0.1, dtype=F64))
+    dense = noise.to_dense(shape)
+    expected = torch.diagonal(dense, dim1=-2, dim2=-1).mean(-1)
+    assert torch.allclose(isotropic_level(noise, x), expected, rtol=1e-12)
+    # by hand: 4 measured pixels at (1/rho^2 + 1/s_y^2)^-1, 4 unmeasured at rho^2
+    by_hand = 0.5 * (1 / (1 / rho**2 + 1 / 0.01) + rho**2)
+    assert torch.allclose(isotropic_level(noise, x), by_hand, rtol=1e-12)
+
+
+def test_zero_shot_pivot_needs_a_closed_form_covariance():
+    from exactps.operators import MatrixFreeOperator
+
+    shape = (1, 2, 4)
+    op = MatrixFreeOperator(DenseOperator(torch.eye(8, dtype=F64)[:4], shape).physics, shape)
+    x = torch.randn(1, *shape, dtype=F64)
+    predict = ZeroShotPredictor(lambda m, noise: m, VE(), op, op.A(x), 0.1)
+    with pytest.raises(ValueError, match="zero-shot pivot needs the diagonal of S_t"):
+        predict(x, torch.ones(1, dtype=F64))

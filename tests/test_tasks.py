@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from exactps.baselines import DIFFPIR_ZETA, DPS_ZETA
-from exactps.baselines import published_settings
+from exactps.baselines import DIFFPIR_ZETA, DPS_ZETA, published_settings
 from exactps.operators import Blur, Inpaint, LinearOperator, gaussian_kernel
 from exactps.tasks import (
     NO_MEASUREMENT,

@@ -16,6 +16,7 @@ from exactps.interpolants import (
 )
 from exactps.posterior import (
     PosteriorPredictor,
+    ZeroShotPredictor,
     pivot,
     posterior_eps,
     posterior_score,
@@ -34,6 +35,7 @@ __all__ = [
     "Trigonometric",
     "VPCosine",
     "VPLinear",
+    "ZeroShotPredictor",
     "get_interpolant",
     "pivot",
     "posterior_eps",

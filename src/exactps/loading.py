@@ -1,7 +1,8 @@
 """Trained models from files: load a run directory, a checkpoint or an exported model; export one.
 
-* :func:`load_model`: a run directory (its latest checkpoint), a checkpoint ``step-*.json`` or an
-  exported model, as a :class:`LoadedModel` in eval mode (EMA weights by default);
+* :func:`load_model`: a run directory (its latest checkpoint), a checkpoint ``step-*.json``, an
+  exported model or a published prior's name (:func:`load_published`), as a :class:`LoadedModel` in
+  eval mode (EMA weights by default);
 * :func:`export_model`: ``<out>.safetensors`` (EMA weights, float16 by default) and ``<out>.json``
   (what the network is and what it was trained on), the form in which small models are shared.
 
@@ -30,10 +31,11 @@ from exactps.checkpoint import (
     save_model_file,
 )
 from exactps.models import OBJECTIVES, ModelConfig, Objective, build_model, get_objective
+from exactps.published import get_published, is_published, published_state_dict
 from exactps.runtime import default_device
 from exactps.tasks import NO_MEASUREMENT
 
-__all__ = ["LoadedModel", "export_model", "load_model"]
+__all__ = ["LoadedModel", "export_model", "load_model", "load_published"]
 
 
 @dataclass
@@ -51,7 +53,7 @@ class LoadedModel:
     step: int | None = None
     tasks: tuple[str, ...] | None = None
     sigma_y: float | tuple[float, ...] | None = None
-    train_data: str | None = None  # "builtin" or the training image folder's name
+    train_data: str | None = None  # "builtin", the training image folder's name, or a published prior's data
 
     @property
     def spec(self) -> Objective:
@@ -223,6 +225,20 @@ def _build(weights: _Weights, device: torch.device, dtype: torch.dtype) -> nn.Mo
     return model.to(device=device, dtype=dtype).eval().requires_grad_(False)
 
 
+def load_published(
+    name: str, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32
+) -> LoadedModel:
+    """The published prior ``name`` (:data:`exactps.published.PUBLISHED`) as an unconditional
+    ``denoiser`` model (no conditioning weights): exactly the published EDM denoiser."""
+    prior = get_published(name)
+    config = ModelConfig(prior.preset, prior.channels, "none", prior.sigma_data, prior.resolution)
+    state = {f"net.{k}": v for k, v in published_state_dict(name).items()}
+    weights = _Weights(state, "denoiser", config, Path(name), True, None, None, {"data": prior.data})
+    dev = torch.device(device) if device is not None else default_device()
+    model = _build(weights, dev, dtype)
+    return LoadedModel(model, "denoiser", config, Path(name), train_data=prior.data)
+
+
 def load_model(
     path: str | Path,
     device: torch.device | str | None = None,
@@ -232,13 +248,16 @@ def load_model(
     """Load a trained network for sampling.
 
     ``path``: a run directory of ``exactps train`` (its latest checkpoint), a checkpoint's
-    ``step-*.json`` (or ``.safetensors``), or an exported model (``NAME.json``, ``NAME.safetensors``
-    or ``NAME``). Checkpoints give their EMA weights if ``prefer_ema`` (and they have them); exported
-    weights are cast to ``dtype`` (float32 by default). ``device`` defaults to CUDA when available.
+    ``step-*.json`` (or ``.safetensors``), an exported model (``NAME.json``, ``NAME.safetensors``
+    or ``NAME``), or the name of a published prior (:func:`load_published`). Checkpoints give their EMA
+    weights if ``prefer_ema`` (and they have them); exported weights are cast to ``dtype`` (float32 by
+    default). ``device`` defaults to CUDA when available.
 
     Raises ``FileNotFoundError`` for a missing path or file and ``ValueError`` (``CheckpointError``
     for corrupt or truncated files) when the files cannot be used, each naming the file.
     """
+    if is_published(path):
+        return load_published(str(path), device, dtype)
     w = _read_weights(path, prefer_ema)
     dev = torch.device(device) if device is not None else default_device()
     model = _build(w, dev, dtype)

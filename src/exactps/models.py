@@ -34,6 +34,7 @@ from exactps.networks import DEFAULT_CONDITIONING, PRESETS, EPSDenoiser
 from exactps.objectives import NetworkInputs, pivot_or_isotropic, regression_loss
 from exactps.operators.base import LinearOperator
 from exactps.posterior import PosteriorPredictor
+from exactps.published import is_published, published_state_dict
 
 __all__ = [
     "OBJECTIVES",
@@ -159,13 +160,14 @@ class PretrainedReport:
 
 
 def load_pretrained(model: nn.Module, path: str | Path, prefer_ema: bool = True) -> PretrainedReport:
-    """Initialise ``model`` from a checkpoint (EMA weights by default) or a state-dict file.
+    """Initialise ``model`` from a checkpoint (EMA weights by default), a state-dict file or a published
+    prior's name (:data:`exactps.published.PUBLISHED`, fetched by deepinv).
 
     Every pretrained tensor must load; the only keys allowed to be missing are the model's
     zero-initialised conditioning weights (``model.conditioning_keys()``). Any other missing or
     unexpected key, or a shape mismatch, raises ``ValueError`` naming the file.
     """
-    state = load_state_dict_file(path, prefer_ema)
+    state = published_state_dict(str(path)) if is_published(path) else load_state_dict_file(path, prefer_ema)
     try:
         if hasattr(model, "load_backbone"):
             missing = _own_keys(model, model.load_backbone(state))

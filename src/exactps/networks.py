@@ -16,9 +16,13 @@ deepinv's own scalar preconditioning. Reasons:
 - its label path ``emb += Linear(labels)`` (added to the noise embedding before the embedding
   MLP) carries the ``s_y`` embedding without touching deepinv's code.
 
-deepinv's :class:`~deepinv.models.ADMUNet` would work the same way, but its only checkpoint is
-class-conditional ImageNet-64 (~300M parameters), while NCSN++ (``model_type="ncsn"``) feeds the raw
-input to every encoder level (residual encoder), which makes extra input channels awkward.
+The same U-Net in its NCSN++ form (``model_type="ncsn"``: Fourier noise embedding, residual
+encoder) is preset ``ncsn-64``, the architecture of ``edm-ffhq-64x64-uncond-ve``; its residual encoder
+feeds the raw input to a second, downsampling convolution, which sees only the image channels (the
+conditioning maps enter through the first convolution, as for DDPM++). The CIFAR-10 32x32 checkpoints
+are presets ``base-32`` (DDPM++) and ``ncsn-32`` (NCSN++). The published checkpoints themselves are
+named in :mod:`exactps.published`. deepinv's :class:`~deepinv.models.ADMUNet` (class-conditional
+ImageNet-64, ~300M parameters) is not a backbone here yet.
 
 Conditioning (``conditioning=``)
 --------------------------------
@@ -51,14 +55,16 @@ pass-through. :meth:`EPSDenoiser.denoise` is the unconditional denoiser ``D(x; s
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from deepinv.models import NCSNpp
-from deepinv.models.utils import UpDownConv2d
+from deepinv.models.utils import UNetBlock, UpDownConv2d
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from exactps.batch import as_batch, per_batch
 from exactps.covariance import IsotropicNoise, PivotNoise
@@ -66,12 +72,14 @@ from exactps.covariance import IsotropicNoise, PivotNoise
 __all__ = [
     "CONDITIONINGS",
     "DEFAULT_CONDITIONING",
+    "MODEL_TYPES",
     "PRESETS",
     "BackbonePreset",
     "Conditioning",
     "ConditioningInputs",
     "EPSDenoiser",
     "build_backbone",
+    "checkpoint_blocks",
     "compile_backbone",
     "count_parameters",
 ]
@@ -113,9 +121,14 @@ SIGMA_Y_RANGE = (1e-3, 1e3)
 # -- backbone presets ---------------------------------------------------------------------------------
 
 
+#: The U-Net families of deepinv's :class:`~deepinv.models.NCSNpp` (its ``model_type``).
+MODEL_TYPES = ("ddpm", "ncsn")
+
+
 @dataclass(frozen=True)
 class BackbonePreset:
-    """Arguments of deepinv's DDPM++ U-Net (``NCSNpp(model_type="ddpm")``)."""
+    """Arguments of deepinv's EDM U-Net ``NCSNpp``: ``model_type`` ``"ddpm"`` (DDPM++, the default) or
+    ``"ncsn"`` (NCSN++)."""
 
     img_resolution: int
     model_channels: int
@@ -125,6 +138,7 @@ class BackbonePreset:
     channel_mult_emb: int = 4
     augment_dim: int = 0
     dropout: float = 0.1
+    model_type: str = "ddpm"
 
     @property
     def levels(self) -> int:
@@ -147,6 +161,11 @@ PRESETS: dict[str, BackbonePreset] = {
     "compact-64": BackbonePreset(64, 32, (1, 2, 2, 2), 2, (16,)),
     # ~62M parameters: EDM's FFHQ-64 DDPM++ (the architecture of ``edm-ffhq-64x64-uncond-vp``).
     "base-64": BackbonePreset(64, 128, (1, 2, 2, 2), 4, (16,), augment_dim=9, dropout=0.05),
+    # EDM's FFHQ-64 NCSN++ (``edm-ffhq-64x64-uncond-ve``): base-64's layout with NCSN++ blocks.
+    "ncsn-64": BackbonePreset(64, 128, (1, 2, 2, 2), 4, (16,), augment_dim=9, dropout=0.05, model_type="ncsn"),
+    # EDM's CIFAR-10 32x32 DDPM++ and NCSN++ (``edm-cifar10-32x32-uncond-vp`` / ``-ve``).
+    "base-32": BackbonePreset(32, 128, (2, 2, 2), 4, (16,), augment_dim=9, dropout=0.13),
+    "ncsn-32": BackbonePreset(32, 128, (2, 2, 2), 4, (16,), augment_dim=9, dropout=0.13, model_type="ncsn"),
 }
 
 
@@ -156,21 +175,24 @@ def build_backbone(
     out_channels: int = 3,
     label_dim: int = 0,
     sigma_data: float = 0.5,
+    pretrained: str | None = None,
     **overrides,
 ) -> NCSNpp:
-    """deepinv's DDPM++ U-Net for a named preset (fields can be overridden), random weights."""
+    """deepinv's DDPM++ (or NCSN++) U-Net for a named preset (fields can be overridden): random weights,
+    or deepinv's published weights ``pretrained`` (a name deepinv knows, fetched by deepinv's own loader)."""
     cfg = _preset(preset)
     if overrides:
         cfg = replace(cfg, **overrides)
     if cfg.model_channels % 32:
         raise ValueError(f"model_channels must be a multiple of 32 (GroupNorm), got {cfg.model_channels}")
+    if cfg.model_type not in MODEL_TYPES:
+        raise ValueError(f"model_type must be one of {MODEL_TYPES}, got {cfg.model_type!r}")
     net = NCSNpp(
-        model_type="ddpm",
         precondition_type="edm",
         in_channels=in_channels,
         out_channels=out_channels,
         label_dim=label_dim,
-        pretrained=None,
+        pretrained=pretrained,
         pixel_std=sigma_data,
         _was_trained_on_minus_one_one=True,
         **asdict(cfg),
@@ -194,7 +216,25 @@ def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
 # -- conditioning pieces ------------------------------------------------------------------------------
 
 
-class _InputConv(UpDownConv2d):
+class _ImageInputConv(UpDownConv2d):
+    """A convolution on the network's raw input that sees only its first ``C`` (image) channels.
+
+    It shares the replaced layer's parameters and resampling filter under the same names, so
+    unconditional checkpoints load unchanged. NCSN++'s residual encoder applies one to the raw input
+    besides the first convolution; the conditioning maps reach the network through the first one only.
+    """
+
+    def __init__(self, conv: UpDownConv2d):
+        kw = {"up": conv.up, "down": conv.down, "fused_resample": conv.fused_resample}
+        super().__init__(conv.in_channels, conv.out_channels, kernel=0, **kw)  # kernel=0: no new random weights
+        self.weight, self.bias = conv.weight, conv.bias
+        self.resample_filter = conv.resample_filter
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(x[:, : self.in_channels])
+
+
+class _InputConv(_ImageInputConv):
     """The backbone's first convolution plus a zero-initialised one for ``extra`` map channels.
 
     ``conv(x[:, :C]) + conv_extra(x[:, C:])``; parameter names ``weight``/``bias`` are those of the
@@ -202,13 +242,14 @@ class _InputConv(UpDownConv2d):
     """
 
     def __init__(self, conv: UpDownConv2d, extra: int):
+        if conv.up or conv.down:
+            raise ValueError("the conditioning maps are added by the backbone's first (non-resampling) convolution")
         kernel = conv.weight.shape[-1]
-        super().__init__(conv.in_channels, conv.out_channels, kernel=0)  # no new random weights
-        self.weight, self.bias = conv.weight, conv.bias
+        super().__init__(conv)
         self.extra_weight = nn.Parameter(torch.zeros(conv.out_channels, extra, kernel, kernel))
 
     def forward(self, x: Tensor) -> Tensor:
-        main = super().forward(x[:, : self.in_channels])
+        main = super().forward(x)
         w = self.extra_weight.to(x.dtype)
         return main + F.conv2d(x[:, self.in_channels :], w, padding=w.shape[-1] // 2)
 
@@ -225,7 +266,7 @@ def _positional(c: Tensor, dim: int) -> Tensor:
 
 
 class EPSDenoiser(nn.Module):
-    """``D_theta(m; S_t) -> x0``: a DDPM++ U-Net with matrix-valued EDM preconditioning.
+    """``D_theta(m; S_t) -> x0``: a DDPM++ (or NCSN++) U-Net with matrix-valued EDM preconditioning.
 
     Callable as a :data:`exactps.posterior.Denoiser`: ``model(m, noise)`` with ``noise`` an
     :class:`IsotropicNoise` (the unconditional denoiser, ``A = 0``) or :class:`SpectralNoise`.
@@ -254,8 +295,16 @@ class EPSDenoiser(nn.Module):
             nn.init.zeros_(self.net.map_label.weight)
             nn.init.zeros_(self.net.map_label.bias)
         if self.inputs.extra_maps:
-            first = next(iter(self.net.enc))
-            self.net.enc[first] = _InputConv(self.net.enc[first], channels * self.inputs.extra_maps)
+            self._widen_input(channels * self.inputs.extra_maps)
+
+    def _widen_input(self, extra: int) -> None:
+        """Give the first convolution ``extra`` zero-initialised input channels (:class:`_InputConv`); the
+        other layers that read the raw input (NCSN++'s residual encoder) keep seeing the image only."""
+        first = next(iter(self.net.enc))
+        self.net.enc[first] = _InputConv(self.net.enc[first], extra)
+        for name, block in self.net.enc.items():
+            if "aux_residual" in name and block.in_channels == self.channels:
+                self.net.enc[name] = _ImageInputConv(block)
 
     # -- preconditioning coefficients, elementwise in the variance l --------------------------------
     def c_in(self, l: Tensor) -> Tensor:
@@ -352,7 +401,7 @@ class EPSDenoiser(nn.Module):
         return [k for k in self.state_dict() if k.startswith("net.map_label.") or k.endswith("extra_weight")]
 
     def load_backbone(self, state_dict: dict[str, Tensor]) -> list[str]:
-        """Load an unconditional DDPM++ state dict (deepinv ``NCSNpp`` keys, or this model's ``net.*``).
+        """Load an unconditional DDPM++/NCSN++ state dict (deepinv ``NCSNpp`` keys, or this model's ``net.*``).
 
         Only the conditioning weights may be missing (they keep their current values, zero when
         fresh); any other missing or unexpected key raises. Returns the missing keys.
@@ -364,6 +413,30 @@ class EPSDenoiser(nn.Module):
         if bad or result.unexpected_keys:
             raise KeyError(f"backbone state dict mismatch: missing {bad}, unexpected {result.unexpected_keys}")
         return list(result.missing_keys)
+
+
+def checkpoint_blocks(model: nn.Module) -> nn.Module:
+    """Gradient checkpointing of every U-Net block inside ``model`` (in place); returns ``model``.
+
+    Each block (deepinv's ``UNetBlock``) keeps only its inputs for the backward pass and recomputes its
+    activations there (``torch.utils.checkpoint``, non-reentrant): the same values and gradients for
+    about a third more compute, and the activation memory of one block instead of all of them, which is
+    what lets the larger backbones train on large micro-batches. Without gradients (sampling) blocks run
+    as usual."""
+    for block in model.modules():
+        if isinstance(block, UNetBlock) and not getattr(block, "_checkpointed", False):
+            block.forward = _checkpointed(block.forward)
+            block._checkpointed = True
+    return model
+
+
+def _checkpointed(forward: Callable[[Tensor, Tensor], Tensor]) -> Callable[[Tensor, Tensor], Tensor]:
+    def run(x: Tensor, emb: Tensor) -> Tensor:
+        if torch.is_grad_enabled():
+            return checkpoint(forward, x, emb, use_reentrant=False)
+        return forward(x, emb)
+
+    return run
 
 
 def compile_backbone(model: nn.Module, **options) -> nn.Module:
@@ -380,4 +453,3 @@ def compile_backbone(model: nn.Module, **options) -> nn.Module:
     for net in nets:
         net.forward_unet = torch.compile(net.forward_unet, **options)
     return model
-

@@ -10,7 +10,9 @@ so ``E[x0 | x_t, y] = D*(m; S_t)`` (the MMSE denoiser for ``m = x0 + N(0, S_t)``
 
 A *denoiser* here is any callable ``D(m, noise) -> x0`` where ``noise`` is the
 :class:`~exactps.covariance.PivotNoise` ``S_t``; an *x0-predictor* is ``(x_t, t) -> x0``, what
-the samplers consume. :class:`PosteriorPredictor` turns the first into the second.
+the samplers consume. :class:`PosteriorPredictor` turns the first into the second;
+:class:`ZeroShotPredictor` does the same with an unconditional denoiser at the closest isotropic
+noise level (exact only where ``A^T A = gamma^2 I``).
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from exactps.operators.base import LinearOperator
 __all__ = [
     "Denoiser",
     "PosteriorPredictor",
+    "ZeroShotPredictor",
+    "isotropic_level",
     "measurement_image",
     "pivot",
     "posterior_eps",
@@ -109,6 +113,40 @@ class PosteriorPredictor:
     def __call__(self, x_t: Tensor, t: Tensor) -> Tensor:
         m, noise = pivot(self.interp, x_t, t, self.operator, self.y, self.sigma_y)
         return self.denoiser(m, noise)
+
+
+def isotropic_level(noise: PivotNoise, like: Tensor) -> Tensor:
+    """``l = tr(S_t) / d`` per batch element (shape ``(B,)``): the variance of the isotropic covariance
+    closest to ``S_t`` in Frobenius norm (``argmin_l ||S_t - l I||_F``); ``S_t`` itself when it is isotropic.
+
+    Needs the per-pixel diagonal of ``S_t`` (:meth:`~exactps.covariance.PivotNoise.diagonal`: closed-form
+    operators); ``ValueError`` otherwise."""
+    try:
+        diag = noise.diagonal(lambda v: v, like)
+    except NotImplementedError as err:
+        raise ValueError(f"the zero-shot pivot needs the diagonal of S_t: {err}") from err
+    return diag.flatten(1).mean(1)
+
+
+@dataclass
+class ZeroShotPredictor(PosteriorPredictor):
+    """``(x_t, t) -> D(m; l I)``, ``l = tr(S_t)/d``: a pretrained, *unconditional* denoiser at the pivot.
+
+    The zero-shot pivot (the paper's Table 3): no fine-tuning, the denoiser ``D(x; sigma^2 I)`` is
+    evaluated at the pivot ``m(x_t, y, t)`` with the isotropic noise level closest to ``S_t``
+    (:func:`isotropic_level`), i.e. at the equivalent time ``t' = interp.t_from_ratio(sqrt(l))`` of a
+    time-conditioned network. Exact where ``S_t`` is isotropic, that is where ``A^T A = gamma^2 I``
+    (denoising, square or tight-frame orthogonal measurements ``A = gamma Q``):
+
+        S_t = (a^2/s^2 + gamma^2/s_y^2)^{-1} I,   so   D(m; S_t) = E[x0 | x_t, y].
+
+    Elsewhere (inpainting, super-resolution, deblurring, compressed sensing with fewer rows than pixels)
+    it is an approximation: the denoiser sees measured and unmeasured directions at one noise level.
+    """
+
+    def __call__(self, x_t: Tensor, t: Tensor) -> Tensor:
+        m, noise = pivot(self.interp, x_t, t, self.operator, self.y, self.sigma_y)
+        return self.denoiser(m, IsotropicNoise(isotropic_level(noise, m).sqrt()))
 
 
 def posterior_x0(

@@ -51,6 +51,7 @@ from exactps.imagebench.scoring import check_metrics
 from exactps.images import save_grid
 from exactps.loading import load_model
 from exactps.mixture_fit import load_mixture
+from exactps.published import published_names
 from exactps.runtime import cpu_name
 from exactps.samplers import SAMPLERS
 from exactps.tasks import NO_MEASUREMENT, STANDARD_TASKS, get_task
@@ -188,7 +189,12 @@ def _add_images(bench: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--test", type=Path, required=True, help="folder of test images (the first --images, sorted)")
     p.add_argument("--val", type=Path, default=None, help="folder of validation images (tuning only)")
-    p.add_argument("--prior", type=Path, default=None, help="unconditional model the baselines sample with")
+    p.add_argument(
+        "--prior",
+        default=None,
+        metavar="MODEL|NAME",
+        help=f"unconditional model the baselines sample with, or a published prior: {', '.join(published_names())}",
+    )
     p.add_argument("--eps", type=Path, nargs="*", default=[], metavar="MODEL", help="EPS models")
     p.add_argument("--conditional", type=Path, nargs="*", default=[], metavar="MODEL", help="conditional models")
     p.add_argument("--tasks", type=csv_list(), default=list(d.tasks), help=f"default {','.join(d.tasks)}")
@@ -198,6 +204,13 @@ def _add_images(bench: argparse._SubParsersAction) -> None:
     p.add_argument("--val-images", type=int, default=d.val_images, help=f"default {d.val_images}")
     p.add_argument("--eps-nfe", type=csv_list(int), default=list(d.eps_nfe), help="default 100,20,1")
     p.add_argument("--conditional-nfe", type=csv_list(int), default=list(d.conditional_nfe), help="default 100")
+    p.add_argument(
+        "--zero-shot-nfe",
+        type=csv_list(int),
+        default=list(d.zero_shot_nfe),
+        help="also run the zero-shot pivot (the --prior, not fine-tuned, at the pivot and the closest isotropic "
+        "noise level; exact only where A^T A = gamma^2 I) at these NFEs (default: not run)",
+    )
     p.add_argument("--sampler", choices=sorted(SAMPLERS), default=d.sampler, help=f"EPS sampler (default {d.sampler})")
     p.add_argument("--baselines", type=csv_list(), default=list(d.baselines), help=f"default {','.join(d.baselines)}")
     p.add_argument("--no-tune", action="store_true", help="published settings only")
@@ -219,6 +232,7 @@ def run_images(args: argparse.Namespace) -> int:
     config = BenchConfig(
         tasks=tuple(args.tasks), sigma_y=args.sigma_y, images=args.images, samples=args.samples,
         eps_nfe=tuple(args.eps_nfe), conditional_nfe=tuple(args.conditional_nfe), sampler=args.sampler,
+        zero_shot_nfe=tuple(args.zero_shot_nfe),
         baselines=tuple(args.baselines) if args.prior is not None else (), tune=not args.no_tune,
         val_images=args.val_images, metrics=metrics, seed=args.seed,
     ).validate()  # fmt: skip
@@ -227,6 +241,8 @@ def run_images(args: argparse.Namespace) -> int:
         existing = [p for p in output_paths(args.out, config.tasks) if p.exists()]
         if existing:
             raise FileExistsError(f"{', '.join(map(str, existing))} exist (use --force to overwrite)")
+    if config.zero_shot_nfe and args.prior is None:
+        raise ValueError("--zero-shot-nfe runs the zero-shot pivot on the --prior: give one")
     if config.tune and args.prior is not None and config.baselines and args.val is None:
         raise ValueError("tuning the baselines needs --val DIR (validation images), or --no-tune")
     prior = load_model(args.prior, device=args.device) if args.prior is not None else None

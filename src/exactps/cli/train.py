@@ -16,6 +16,7 @@ from exactps.cli.options import THREADS_HELP, csv_list
 from exactps.data import open_data
 from exactps.models import OBJECTIVES, ModelConfig, get_objective
 from exactps.networks import CONDITIONINGS, PRESETS
+from exactps.published import check_fits, get_published, is_published, published_names
 from exactps.runtime import default_device
 from exactps.tasks import training_tasks
 from exactps.train import TrainConfig, run_training
@@ -66,7 +67,13 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     p.add_argument("--preset", default=None, help=f"backbone preset: {presets} (default {ModelConfig.preset})")
     told = "what the EPS network is told about S_t (default: the objective's)"
     p.add_argument("--conditioning", choices=tuple(CONDITIONINGS), default=None, help=told)
-    p.add_argument("--init", type=Path, default=None, help="initialise from this (unconditional) checkpoint")
+    p.add_argument(
+        "--init",
+        default=None,
+        metavar="FILE|NAME",
+        help="initialise from this unconditional checkpoint or weights file, or from a published prior fetched "
+        f"by deepinv: {', '.join(published_names())} (its preset is then the default --preset)",
+    )
     p.add_argument(
         "--resume",
         type=Path,
@@ -91,6 +98,11 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     p.add_argument("--grad-clip", type=float, default=None, help="max gradient norm, 0 = off (default 1)")
     p.add_argument("--no-bf16", action="store_true", help="no bf16 autocast on CUDA")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument(
+        "--grad-checkpoint",
+        action="store_true",
+        help="recompute each U-Net block in the backward pass: less memory, about a third more compute",
+    )
     p.add_argument("--log-every", type=int, default=None)
     p.add_argument("--ckpt-every", type=int, default=None)
     p.add_argument("--grid-every", type=int, default=None)
@@ -149,6 +161,8 @@ def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
         out["bf16"] = False
     if getattr(args, "compile", False):
         out["compile"] = True
+    if getattr(args, "grad_checkpoint", False):
+        out["grad_checkpoint"] = True
     return out
 
 
@@ -172,6 +186,23 @@ def _check_data(spec: str) -> None:
         raise NotADirectoryError(f"--data {spec}: {path} is a file, not a folder; {expected}")
 
 
+def _init_preset(init: str | None) -> str | None:
+    """The preset of a published ``--init`` prior (None for a file or no ``--init``)."""
+    return get_published(init).preset if is_published(init) else None
+
+
+def _check_init(init: str | None, preset: str, channels: int, sigma_data: float) -> None:
+    """``--init``: an existing file, or a published prior whose network is the one asked for."""
+    if init is None:
+        return
+    if is_published(init):
+        check_fits(init, preset, channels, sigma_data)
+    elif not Path(init).exists():
+        raise FileNotFoundError(
+            f"--init {init}: no such file, and not a published prior (known: {', '.join(published_names())})"
+        )
+
+
 def _configs_from_args(args: argparse.Namespace) -> tuple[TrainConfig, ModelConfig, dict[str, Any]]:
     if args.out is None:
         raise ValueError("--out DIR is required for a new run (or --resume DIR to continue one)")
@@ -182,7 +213,7 @@ def _configs_from_args(args: argparse.Namespace) -> tuple[TrainConfig, ModelConf
     if "warmup_steps" not in overrides:
         overrides["warmup_steps"] = default_warmup(overrides.get("steps", TrainConfig.steps))
     cfg = TrainConfig(**overrides).validate()
-    preset = args.preset or ModelConfig.preset
+    preset = args.preset or _init_preset(args.init) or ModelConfig.preset
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
     conditioning = args.conditioning or get_objective(cfg.objective).conditioning or ModelConfig.conditioning
@@ -190,6 +221,7 @@ def _configs_from_args(args: argparse.Namespace) -> tuple[TrainConfig, ModelConf
         check_image_size(args.size, preset)
     size = args.size or PRESETS[preset].img_resolution
     channels = args.channels or 3
+    _check_init(args.init, preset, channels, cfg.sigma_data)
     mcfg = ModelConfig(preset, channels, conditioning, cfg.sigma_data, size)
     data = "builtin" if args.data == "builtin" else str(Path(args.data).resolve())  # resumable from anywhere
     return cfg, mcfg, {"data": data, "size": size, "channels": channels}

@@ -8,6 +8,8 @@
   :data:`BASELINE_BUDGETS` (BENCHMARK.md section 5: DPS 1000 and 250, PiGDM 100, DDRM 20, DiffPIR 100,
   DDNM 100, DAPS 100 = 50 levels x 2 ODE steps, MPGD 100), with the published settings and, when
   tuned, the validation-tuned ones;
+* the zero-shot pivot at each NFE of ``zero_shot_nfe``: the unconditional prior, not fine-tuned, at the
+  pivot and the closest isotropic noise level (:class:`~exactps.posterior.ZeroShotPredictor`);
 * the measurement's image-space view (ridge ``A^+ y``), the no-model reference.
 
 A method draws one sample per image per call; the benchmark calls it ``J`` times with the generators
@@ -27,7 +29,8 @@ from exactps.baselines import BASELINES, DAPS_PRESETS, published_settings
 from exactps.imagebench.problems import Problem
 from exactps.interpolants import VE, VPLinear
 from exactps.loading import LoadedModel
-from exactps.posterior import PosteriorPredictor, measurement_image
+from exactps.models import PredictorFactory
+from exactps.posterior import PosteriorPredictor, ZeroShotPredictor, measurement_image
 from exactps.samplers import initial_noise, sample
 
 __all__ = [
@@ -39,6 +42,7 @@ __all__ = [
     "budget_nfe",
     "model_methods",
     "reference_method",
+    "zero_shot_methods",
 ]
 
 #: ``(problem, generator) -> (one sample per image (N, C, H, W), NFE, VJP)``.
@@ -97,12 +101,14 @@ def _model_label(loaded: LoadedModel) -> str:
     return source.parent.parent.name if source.parent.name == "checkpoints" else source.stem
 
 
-def _model_draw(loaded: LoadedModel, nfe: int, sampler: str) -> Draw:
+def _model_draw(loaded: LoadedModel, nfe: int, sampler: str, predictor: PredictorFactory | None = None) -> Draw:
+    """Samples of ``loaded`` through ``predictor`` (default: its objective's) with ``sampler`` at ``nfe``."""
     interp = VE()
+    factory = predictor or loaded.spec.predictor
 
     @torch.no_grad()
     def draw(problem: Problem, generator: torch.Generator) -> tuple[Tensor, int, int]:
-        predict = loaded.spec.predictor(loaded.model, interp, problem.operator, problem.y, problem.sigma_y)
+        predict = factory(loaded.model, interp, problem.operator, problem.y, problem.sigma_y)
         shape = tuple(problem.x0.shape)
         if nfe == 1:  # one call at the top noise level: E[x0 | y]
             x = initial_noise(interp, shape, generator, problem.x0.dtype, problem.x0.device)
@@ -122,6 +128,19 @@ def model_methods(loaded: LoadedModel, nfes: tuple[int, ...], sampler: str) -> l
         settings = {"model": str(loaded.source), "objective": loaded.objective, "sampler": sampler, "nfe": nfe}
         name = f"{loaded.objective} {label} [{nfe}]"
         rows.append(Method(name, _model_draw(loaded, nfe, sampler), settings, show_std=loaded.spec.measures))
+    return rows
+
+
+def zero_shot_methods(prior: LoadedModel, nfes: tuple[int, ...], sampler: str) -> list[Method]:
+    """The zero-shot pivot (:class:`~exactps.posterior.ZeroShotPredictor`) on the unconditional prior, one
+    row per NFE: the pretrained denoiser at the pivot and the closest isotropic noise level, no
+    fine-tuning (exact only where ``A^T A = gamma^2 I``)."""
+    label = _model_label(prior)
+    rows = []
+    for nfe in nfes:
+        settings = {"method": "zero-shot pivot", "model": str(prior.source), "sampler": sampler, "nfe": nfe}
+        draw = _model_draw(prior, nfe, sampler, ZeroShotPredictor)
+        rows.append(Method(f"zero-shot {label} [{nfe}]", draw, settings, show_std=True))
     return rows
 
 

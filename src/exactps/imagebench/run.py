@@ -19,6 +19,7 @@ from exactps.imagebench.methods import (
     baseline_method,
     model_methods,
     reference_method,
+    zero_shot_methods,
 )
 from exactps.imagebench.problems import Problem, make_problem
 from exactps.imagebench.scoring import Aggregate, Scorer, aggregate
@@ -46,7 +47,8 @@ __all__ = [
 @dataclass
 class BenchConfig:
     """What the benchmark runs: tasks, noise, ``images`` test images with ``samples`` (J) samples each,
-    EPS at each of ``eps_nfe`` with ``sampler``, the ``baselines`` (``name`` at its budgets of
+    EPS at each of ``eps_nfe`` with ``sampler``, the zero-shot pivot on the prior at each of
+    ``zero_shot_nfe`` (none by default), the ``baselines`` (``name`` at its budgets of
     :data:`BASELINE_BUDGETS`, or ``name:K`` at ``K`` steps),
     tuned on ``val_images`` validation images if ``tune``, the ``metrics``, the seed."""
 
@@ -56,6 +58,7 @@ class BenchConfig:
     samples: int = 4
     eps_nfe: tuple[int, ...] = (100, 20, 1)
     conditional_nfe: tuple[int, ...] = (100,)
+    zero_shot_nfe: tuple[int, ...] = ()
     sampler: str = "heun"
     baselines: tuple[str, ...] = tuple(BASELINE_BUDGETS)
     tune: bool = True
@@ -72,6 +75,8 @@ class BenchConfig:
             raise ValueError(f"samples (J) must be >= 2 for the calibration metrics, got {self.samples}")
         if self.images < 2 or self.val_images < 1 or not self.eps_nfe or min(self.eps_nfe) < 1:
             raise ValueError("need images >= 2, val_images >= 1 and EPS NFEs >= 1")
+        if self.zero_shot_nfe and min(self.zero_shot_nfe) < 1:
+            raise ValueError(f"zero-shot NFEs must be >= 1, got {self.zero_shot_nfe}")
         if not self.sigma_y >= 0 or math.isinf(self.sigma_y):
             raise ValueError(f"sigma_y must be finite and >= 0, got {self.sigma_y}")
         return self
@@ -169,6 +174,7 @@ def _methods(
     tuning: dict[str, TuningResult] = {}
     if prior is None:
         return methods, tuning
+    methods += zero_shot_methods(prior, config.zero_shot_nfe, config.sampler)
     for spec in config.baselines:
         name, budgets = baseline_budgets(spec)
         for budget in budgets:
@@ -206,6 +212,8 @@ def run_image_benchmark(
             raise ValueError(f"{m.source} is an unconditional model ({m.objective}): pass it as the prior")
     if config.tune and prior is not None and config.baselines and validation is None:
         raise ValueError("tuning the baselines needs validation images (or turn tuning off)")
+    if config.zero_shot_nfe and prior is None:
+        raise ValueError("the zero-shot pivot runs on the unconditional prior: give one (or no zero-shot NFEs)")
     if "lpips" in config.metrics and min(x0.shape[-2:]) < 32:
         raise ValueError(f"LPIPS needs images of at least 32x32 (AlexNet), got {tuple(x0.shape[-2:])}: drop lpips")
     scorer = scorer or Scorer(config.metrics, device=device)
@@ -239,4 +247,3 @@ def run_image_benchmark(
         bar.update(1)
     bar.close()
     return BenchResults(config, results, {"device": str(device)})
-

@@ -45,7 +45,7 @@ from tqdm.auto import tqdm
 
 from exactps.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state
 from exactps.models import get_objective
-from exactps.networks import compile_backbone
+from exactps.networks import checkpoint_blocks, compile_backbone
 from exactps.objectives import sample_sigma_y
 from exactps.operators.base import LinearOperator
 from exactps.runtime import default_device
@@ -124,6 +124,8 @@ class Trainer:
         if self.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.net = DistributedDataParallel(self.model, device_ids=ids)
+        if config.grad_checkpoint:
+            checkpoint_blocks(self.model)
         if config.compile:
             compile_backbone(self.model)
 
