@@ -10,7 +10,7 @@
 # 3. `exactps bench exactness --mixture ... --learned-prior ... --learned-eps ...`: learned EPS, every
 #    baseline on the learned prior, and both with the exact (oracle) denoisers, against exact posterior
 #    samples.
-# Runs whose final checkpoint exists are skipped. About 1.5 hours on one thread of a 2-core EPYC.
+# Runs whose final checkpoint exists are skipped, and so is a measurement already written.
 set -euo pipefail
 OUT=${1:?usage: scripts/learned_exactness.sh OUT}
 STEPS=${STEPS:-6000}
@@ -31,3 +31,12 @@ train() {  # train NAME ARGS...
 }
 train patch-prior --objective denoiser
 train patch-eps --objective eps --sigma-y 0.05 --init "$OUT/patch-prior"
+
+# 3. the measurement: oracle and learned denoisers on the same measurements of the patch mixture; the
+#    baselines tuned once with the oracle (--tune-with first); DPS at 250 steps and no DAPS to fit a CPU.
+[ -e "$OUT/learned-exactness.json" ] || exactps bench exactness --mixture "$GMM" \
+    --learned-prior "$OUT/patch-prior" --learned-eps "$OUT/patch-eps" \
+    --tasks "${TASKS:-sr4,inpaint-box,deblur-gauss}" --baselines dps:250,pigdm,ddrm,diffpir,ddnm,mpgd \
+    --eps ve:dpmpp-2m:10,ve:dpmpp-2m:20,ve:heun:35 --tune-with first \
+    --measurements "${MEASUREMENTS:-3}" --runs 1 --tuning-measurements 2 --samples 150 --refs 8 \
+    --threads "$THREADS" --no-progress --out "$OUT/learned-exactness" > "$OUT/learned-exactness.log" 2>&1

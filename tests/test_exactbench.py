@@ -174,10 +174,12 @@ def test_cli_prints_tables_and_writes_files(tmp_path, capsys):
     out = tmp_path / "bench"
     argv = ["bench", "exactness", "--tasks", "sr4", "--baselines", "ddnm:10", "--families", "gaussian",
             "--measurements", "2", "--runs", "1", "--tuning-measurements", "1", "--samples", "80", "--refs", "2",
+            "--eps", "ve:dpmpp-2m:10", "--tune-with", "first",
             "--out", str(out), "--no-progress"]  # fmt: skip
     assert main(argv) == 0
     text = capsys.readouterr().out
     assert "gaussian prior, oracle denoisers: KL" in text and "ddnm [10 steps] tuned" in text
+    assert "EPS dpmpp-2m (ve, 10)" in text and "EPS heun" not in text
     assert all(out.with_suffix(s).exists() for s in (".json", ".md", ".png"))
     assert main(argv) == 2  # no overwrite without --force
     assert "exists" in capsys.readouterr().err
@@ -193,6 +195,10 @@ def test_cli_prints_tables_and_writes_files(tmp_path, capsys):
         (["--baselines", "sgld"], "unknown baseline"),
         (["--learned-prior", "x"], "--learned-prior needs --mixture"),
         (["--tasks", "inpaint"], "inpaint"),
+        (["--eps", "ve:heun"], "INTERPOLANT:SAMPLER:NFE"),
+        (["--eps", "ve:heun:4"], "needs at least 7 NFE"),
+        (["--eps", "ve:leapfrog:20"], "unknown sampler"),
+        (["--eps", "cosine:ddim:20"], "cosine"),
     ],
 )
 def test_cli_names_bad_input_before_any_work(extra, match, capsys):

@@ -110,7 +110,21 @@ def add(sub: argparse._SubParsersAction) -> None:
         default=d.tuning_measurements,
         help=f"held-out measurements per task for tuning (default {d.tuning_measurements})",
     )
+    p.add_argument(
+        "--eps",
+        type=csv_list(),
+        default=None,
+        help="EPS rows as INTERPOLANT:SAMPLER:NFE, comma-separated (default: "
+        + ",".join(":".join(map(str, s)) for s in d.eps_specs)
+        + ")",
+    )
     p.add_argument("--no-tune", action="store_true", help="published settings only")
+    p.add_argument(
+        "--tune-with",
+        choices=("each", "first"),
+        default="each",
+        help="tune the baselines with each set of denoisers, or reuse the first's (oracle) choice for the learned ones",
+    )
     p.add_argument("--samples", type=int, default=d.n_samples, help=f"samples per run (default {d.n_samples})")
     p.add_argument("--refs", type=int, default=d.n_refs, help=f"pairs of exact sets for the floor (default {d.n_refs})")
     p.add_argument("--sigma-y", type=float, default=d.sigma_y)
@@ -342,6 +356,12 @@ def _exactness_config(args: argparse.Namespace) -> ExactBenchConfig:
             if not budget.isdigit():
                 raise ValueError(f"--baselines {spec}: expected NAME or NAME:STEPS with an integer STEPS")
             steps.append((name, int(budget)))
+    eps_specs = []
+    for spec in args.eps or []:
+        parts = spec.split(":")
+        if len(parts) != 3 or not parts[2].isdigit():
+            raise ValueError(f"--eps {spec}: expected INTERPOLANT:SAMPLER:NFE, e.g. ve:dpmpp-2m:20")
+        eps_specs.append((parts[0], parts[1], int(parts[2])))
     families = tuple(args.families) if args.families else ExactBenchConfig.families
     unknown = [f for f in families if f not in FAMILIES]
     if unknown:
@@ -358,6 +378,8 @@ def _exactness_config(args: argparse.Namespace) -> ExactBenchConfig:
         sigma_y=args.sigma_y,
         seed=args.seed,
         tune=not args.no_tune,
+        tune_with=args.tune_with,
+        eps_specs=tuple(eps_specs) or ExactBenchConfig.eps_specs,
         baseline_steps=tuple(steps),
     ).validate()
 

@@ -75,7 +75,13 @@ def format_tuning(result: ExactBenchResult) -> str:
         f"\nsettings chosen on {result.config.tuning_measurements} tuning measurements per task "
         "(mean SW2 / floor; the published point is always a candidate):"
     ]
+    if result.config.tune_with == "first":
+        lines.append("(every set of denoisers uses the settings chosen with the first, listed below)")
+    seen: set[int] = set()
     for (prior, dn, task), per in result.tuning.items():
+        if id(per) in seen:  # shared with the first denoisers
+            continue
+        seen.add(id(per))
         for name, tuned in per.items():
             published = tuned.scores[0]
             best = min(s for _, s in tuned.scores)

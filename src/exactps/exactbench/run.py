@@ -33,7 +33,9 @@ from exactps.exactbench.problems import ExactProblem, draw_problem, family_prior
 from exactps.exactbench.scoring import Scorer
 from exactps.exactbench.tuning import EXACTNESS_GRIDS, TuningResult, tune_baseline
 from exactps.imagebench.scoring import Aggregate, aggregate
+from exactps.interpolants import get_interpolant
 from exactps.priors import GaussianMixture
+from exactps.samplers import SAMPLERS, check_nfe
 from exactps.seeds import ExactBenchSeed
 from exactps.tasks import STANDARD_TASKS, check_simulated
 
@@ -61,6 +63,9 @@ class ExactBenchConfig:
     sigma_y: float = 0.05
     seed: int = 0
     tune: bool = True
+    #: ``each``: every set of denoisers is tuned with itself; ``first``: the settings chosen with the first
+    #: (the oracle's, when it runs) serve every set (cheaper with learned networks).
+    tune_with: str = "each"
     #: (baseline, steps) pairs replacing a baseline's published step count (a cheaper budget), e.g.
     #: ``(("dps", 250),)``; the rows are labelled with it.
     baseline_steps: tuple[tuple[str, int], ...] = ()
@@ -75,6 +80,14 @@ class ExactBenchConfig:
         for name, steps in self.baseline_steps:
             if name not in self.baselines or steps < 1:
                 raise ValueError(f"a step budget needs a selected baseline and steps >= 1, got {name}:{steps}")
+        for interp, sampler, nfe in self.eps_specs:
+            get_interpolant(interp)
+            if sampler not in SAMPLERS:
+                raise ValueError(f"unknown sampler {sampler!r}; choose one of {sorted(SAMPLERS)}")
+            if (why := check_nfe(sampler, nfe)) is not None:
+                raise ValueError(why)
+        if self.tune_with not in ("each", "first"):
+            raise ValueError(f"tune_with must be 'each' or 'first', got {self.tune_with!r}")
         if self.tune and self.tuning_measurements < 1:
             raise ValueError("tuning needs tuning_measurements >= 1 (or tune=False)")
         return self
@@ -178,13 +191,15 @@ def run_exactbench(
         for pname, pr in priors.items():
             held_out = _problems(pr, task, "tuning", cfg.tuning_measurements, cfg) if cfg.tune else []
             problems = [(p, Scorer(p)) for p in _problems(pr, task, "report", cfg.measurements, cfg)]
-            for dn in denoisers:
-                if cfg.tune:
+            for k, dn in enumerate(denoisers):
+                if cfg.tune and (k == 0 or cfg.tune_with == "each"):
                     tuning = [(p.with_dtype(dn.dtype), Scorer(p)) for p in held_out]
                     result.tuning[(pname, dn.label, task)] = {
                         name: tune_baseline(dn, name, tuning, _budget(cfg, name), EXACTNESS_GRIDS, say)
                         for name in cfg.baselines
                     }
+                elif cfg.tune:  # the first denoisers' choice
+                    result.tuning[(pname, dn.label, task)] = result.tuning[(pname, denoisers[0].label, task)]
                 _run_rows(result, pname, dn, task, problems, say)
     return result
 
