@@ -13,24 +13,25 @@
 # Runs whose final checkpoint exists are skipped, and so is a measurement already written.
 set -euo pipefail
 OUT=${1:?usage: scripts/learned_exactness.sh OUT}
-STEPS=${STEPS:-6000}
+STEPS=${STEPS:-6000}          # the unconditional denoiser
+EPS_STEPS=${EPS_STEPS:-3000}  # EPS, fine-tuned from it
 THREADS=${THREADS:-1}
 mkdir -p "$OUT"
 GMM="$OUT/patch-gmm.safetensors"
 [ -e "$GMM" ] || python scripts/patch_mixture.py --out "$GMM" --components 32 --iters 40 --threads "$THREADS" > "$OUT/patch-gmm.log" 2>&1
 
-train() {  # train NAME ARGS...
-    local name=$1; shift
-    if [ -e "$OUT/$name/checkpoints/step-$(printf %09d "$STEPS").json" ]; then echo "$name: done already"; return; fi
+train() {  # train NAME STEPS ARGS...
+    local name=$1 steps=$2; shift 2
+    if [ -e "$OUT/$name/checkpoints/step-$(printf %09d "$steps").json" ]; then echo "$name: done already"; return; fi
     local resume=(--out "$OUT/$name")
     [ -e "$OUT/$name/config.json" ] && resume=(--resume "$OUT/$name")
-    echo "$name: training ($STEPS steps)"
-    exactps train "$@" --data "$GMM" --size 8 --preset tiny --steps "$STEPS" --batch 128 --lr 5e-4 --warmup 300 \
-        --ckpt-every 1000 --grid-every 100000 --keep 0 --seed 0 --threads "$THREADS" --no-progress \
+    echo "$name: training ($steps steps)"
+    exactps train "$@" --data "$GMM" --size 8 --preset tiny --steps "$steps" --batch 128 --lr 5e-4 --warmup 300 \
+        --ckpt-every 500 --grid-every 100000 --keep 0 --seed 0 --threads "$THREADS" --no-progress \
         "${resume[@]}" >> "$OUT/$name.log" 2>&1
 }
-train patch-prior --objective denoiser
-train patch-eps --objective eps --sigma-y 0.05 --init "$OUT/patch-prior"
+train patch-prior "$STEPS" --objective denoiser
+train patch-eps "$EPS_STEPS" --objective eps --sigma-y 0.05 --init "$OUT/patch-prior"
 
 # 3. the measurement: oracle and learned denoisers on the same measurements of the patch mixture; the
 #    baselines tuned once with the oracle (--tune-with first); DPS at 250 steps and no DAPS to fit a CPU.

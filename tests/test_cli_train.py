@@ -81,6 +81,9 @@ def test_size_is_checked_before_any_work(tmp_path, capsys, monkeypatch):
         small - 20 * 10**6
     )
     assert session.device_memory(torch.device("cpu")) > 2**28
+    # gradient checkpointing keeps a quarter of the activation bound
+    ckpt = session.estimate_step_memory(ModelConfig("tiny", 3, "map", 0.5, 16), 2, 10**6, grad_checkpoint=True)
+    assert ckpt - 20 * 10**6 == pytest.approx((small - 20 * 10**6) / 4, abs=1)
     monkeypatch.setattr(session, "device_memory", lambda device: small // 2)
     with pytest.raises(session.InsufficientMemoryError, match="smaller --micro-batch"):
         train_main(_parse([*_TINY, "--size", "16", "--out", str(out)]))

@@ -414,7 +414,8 @@ def run_exactness(args: argparse.Namespace) -> int:
     denoisers = _exactness_denoisers(args, None if mixture is None else tuple(mixture.img_shape))
     start = time.perf_counter()
     say = None if args.no_progress else (lambda msg: print(f"  {msg}", file=sys.stderr, flush=True))
-    result = run_exactbench(cfg, denoisers, mixture, "patch mixture" if mixture is not None else "mixture", say)
+    save = None if args.out is None else (lambda partial: write_result(partial, args.out))  # rows so far
+    result = run_exactbench(cfg, denoisers, mixture, "patch mixture" if mixture is not None else "mixture", say, save)
     print(format_summary(result))
     print(format_tuning(result))
     print(f"\n({time.perf_counter() - start:.0f} s on {torch.get_num_threads()} CPU threads, {cpu_name()})")

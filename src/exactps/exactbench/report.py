@@ -14,7 +14,7 @@ import torch
 from exactps.exactbench.run import ExactBenchResult
 from exactps.files import atomic_write_text
 
-__all__ = ["format_summary", "format_tuning", "plot_summary", "result_json", "write_result"]
+__all__ = ["format_rows", "format_summary", "format_tuning", "plot_summary", "result_json", "write_result"]
 
 
 def _cell(stat: dict[str, float] | None) -> str:
@@ -31,12 +31,10 @@ def _block(rows: list[dict[str, Any]], metric: str, title: str) -> list[str]:
     out = [f"\n{title}", f"| method | NFE | VJP | ms/sample | {' | '.join(tasks)} |", "|" + "---|" * (4 + len(tasks))]
     for method in dict.fromkeys(r["method"] for r in rows):
         by_task = {r["task"]: r for r in rows if r["method"] == method}
-        first = next(iter(by_task.values()))
         nfe = "/".join(str(n) for n in sorted({r["nfe"] for r in by_task.values()}))
         vjp = "/".join(str(n) for n in sorted({r["vjp"] for r in by_task.values()}))
         ms = sum(r["ms_per_sample"] for r in by_task.values()) / len(by_task)
         cells = " | ".join(_cell(by_task[t].get(metric)) if t in by_task else "" for t in tasks)
-        del first
         out.append(f"| {method} | {nfe} | {vjp} | {ms:.2f} | {cells} |")
     return out
 
@@ -45,12 +43,18 @@ def format_summary(result: ExactBenchResult) -> str:
     """Per (prior, denoisers): SW2 / floor per task (mean ± standard error), and for a Gaussian prior the
     KL and W2 of the fitted Gaussian, with the sample counts."""
     cfg = result.config
-    rows = result.summary()
-    out = [
+    header = (
         f"n = {cfg.measurements} measurements x {cfg.runs} runs per cell, {cfg.n_samples} samples per run; "
         f"floor: mean over {cfg.n_refs} pairs of exact sets; ± is the standard error over measurements; "
         f"s_y = {cfg.sigma_y}"
-    ]
+    )
+    return format_rows(result.summary(), header)
+
+
+def format_rows(rows: list[dict[str, Any]], header: str = "") -> str:
+    """The tables of :func:`format_summary` from summary rows (:meth:`ExactBenchResult.summary`, or the
+    ``summary`` of several ``OUT.json`` files put together: one column per task)."""
+    out = [header] if header else []
     for prior, dn in dict.fromkeys((r["prior"], r["denoisers"]) for r in rows):
         block = [r for r in rows if (r["prior"], r["denoisers"]) == (prior, dn)]
         out += _block(block, "sw2/floor", f"{prior} prior, {dn} denoisers: SW2 / Monte-Carlo floor (1.0 = exact)")

@@ -179,9 +179,11 @@ def run_exactbench(
     prior: GaussianMixture | None = None,
     prior_name: str = "mixture",
     progress: Callable[[str], None] | None = None,
+    on_task: Callable[[ExactBenchResult], None] | None = None,
 ) -> ExactBenchResult:
     """Run ``config`` with each of ``denoisers`` (default: the oracle's) on the families' random priors, or on
-    ``prior`` (named ``prior_name``)."""
+    ``prior`` (named ``prior_name``). ``on_task(result)`` is called after each task (e.g. to save the rows
+    so far)."""
     cfg = config.validate()
     denoisers = list(denoisers or [oracle_denoisers()])
     priors = {prior_name: prior} if prior is not None else {f: family_prior(f, cfg.seed) for f in cfg.families}
@@ -201,6 +203,8 @@ def run_exactbench(
                 elif cfg.tune:  # the first denoisers' choice
                     result.tuning[(pname, dn.label, task)] = result.tuning[(pname, denoisers[0].label, task)]
                 _run_rows(result, pname, dn, task, problems, say)
+        if on_task is not None:
+            on_task(result)
     return result
 
 

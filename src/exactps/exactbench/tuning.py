@@ -37,7 +37,7 @@ EXACTNESS_GRIDS: dict[str, dict[str, Grid]] = {
         "steps": Grid((20, 100)),
         "travel": Grid(({"travel_length": 1, "travel_repeat": 1}, {"travel_length": 5, "travel_repeat": 3})),
     },
-    "daps": {"lr": Grid((0.1, 0.3, 1.0, 3.0), relative=True)},  # the Langevin step size
+    "daps": {"lr": Grid((0.3, 1.0, 3.0), relative=True)},  # the Langevin step size
     "mpgd": {"scale": Grid((0.03, 0.1, 0.3, 1.0), relative=True)},  # published for 256x256x3 images
 }
 

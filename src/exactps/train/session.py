@@ -36,6 +36,8 @@ __all__ = [
 _ACTIVATION_BYTES = 192
 #: bytes per parameter in training: float32 weights, gradients, AdamW's two moments and the EMA copy
 _PARAMETER_BYTES = 4 * 5
+#: the share of the activation bound kept with gradient checkpointing (block inputs plus one block recomputed)
+_CHECKPOINT_FRACTION = 0.25
 
 
 class InsufficientMemoryError(ValueError):
@@ -60,12 +62,20 @@ def check_image_size(size: int, preset: str) -> None:
         )
 
 
-def estimate_step_memory(model_config: ModelConfig, micro_batch: int, parameters: int) -> int:
+def estimate_step_memory(
+    model_config: ModelConfig, micro_batch: int, parameters: int, grad_checkpoint: bool = False
+) -> int:
     """An upper bound (bytes) of the memory one training step needs: ``parameters * 20`` (weights,
     gradients, AdamW moments, EMA) plus ``micro_batch * size^2 * width * 192`` activations, ``width``
-    from the preset (:func:`_activation_width`); calibrated on the ``tiny`` preset (``_ACTIVATION_BYTES``)."""
+    from the preset (:func:`_activation_width`); calibrated on the ``tiny`` preset (``_ACTIVATION_BYTES``).
+    With ``grad_checkpoint`` the blocks keep only their inputs (about one value per channel and pixel of
+    the ~48 a block stores): the activation term is scaled by ``_CHECKPOINT_FRACTION`` (an allowance, not
+    a calibration)."""
     pixels = micro_batch * model_config.image_size**2
-    return int(parameters * _PARAMETER_BYTES + pixels * _activation_width(model_config.preset) * _ACTIVATION_BYTES)
+    activations = pixels * _activation_width(model_config.preset) * _ACTIVATION_BYTES
+    if grad_checkpoint:
+        activations *= _CHECKPOINT_FRACTION
+    return int(parameters * _PARAMETER_BYTES + activations)
 
 
 def check_step_memory(config: TrainConfig, model_config: ModelConfig, device: torch.device, world: int = 1) -> None:
@@ -74,7 +84,7 @@ def check_step_memory(config: TrainConfig, model_config: ModelConfig, device: to
     micro = config.micro_batch or max(1, config.batch_size // world)
     with torch.random.fork_rng(devices=[]), torch.device("meta"):  # the parameter count, no weights, no draws
         parameters = count_parameters(build_model(config.objective, model_config))
-    need = estimate_step_memory(model_config, micro, parameters)
+    need = estimate_step_memory(model_config, micro, parameters, config.grad_checkpoint)
     have = device_memory(device)
     if have is None or need <= have:
         return
@@ -82,7 +92,7 @@ def check_step_memory(config: TrainConfig, model_config: ModelConfig, device: to
     raise InsufficientMemoryError(
         f"one training step of {micro} images of {size}x{size} with the {model_config.preset!r} preset needs "
         f"up to {need / 2**30:.1f} GiB, but {device} has {have / 2**30:.1f} GiB; use a smaller --micro-batch "
-        f"(or --batch) or a smaller --size"
+        f"(or --batch){'' if config.grad_checkpoint else ', --grad-checkpoint'} or a smaller --size"
     )
 
 
