@@ -13,8 +13,8 @@
 # Runs whose final checkpoint exists are skipped, and so is a measurement already written.
 set -euo pipefail
 OUT=${1:?usage: scripts/learned_exactness.sh OUT}
-STEPS=${STEPS:-6000}          # the unconditional denoiser
-EPS_STEPS=${EPS_STEPS:-3000}  # EPS, fine-tuned from it
+STEPS=${STEPS:-4000}          # the unconditional denoiser
+EPS_STEPS=${EPS_STEPS:-2000}  # EPS, fine-tuned from it
 THREADS=${THREADS:-1}
 mkdir -p "$OUT"
 GMM="$OUT/patch-gmm.safetensors"
