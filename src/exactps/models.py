@@ -30,11 +30,12 @@ from torch import Tensor, nn
 from exactps.checkpoint import load_state_dict_file
 from exactps.conditional import ConditionalDenoiser, ConditionalPredictor, ConditionalUNet, conditional_network_inputs
 from exactps.interpolants import Interpolant, X0Predictor
-from exactps.networks import DEFAULT_CONDITIONING, PRESETS, EPSDenoiser
+from exactps.networks import DEFAULT_CONDITIONING, PRESETS, VP_MODEL_TYPES, EPSDenoiser
 from exactps.objectives import NetworkInputs, pivot_or_isotropic, regression_loss
 from exactps.operators.base import LinearOperator
 from exactps.posterior import PosteriorPredictor
 from exactps.published import is_published, published_state_dict
+from exactps.vpnets import ADMDenoiser
 
 __all__ = [
     "OBJECTIVES",
@@ -111,6 +112,9 @@ class Objective:
 
 
 def _eps_network(config: ModelConfig) -> nn.Module:
+    """:class:`~exactps.networks.EPSDenoiser`, or :class:`~exactps.vpnets.ADMDenoiser` for an ``adm`` preset."""
+    if config.preset in PRESETS and PRESETS[config.preset].model_type in VP_MODEL_TYPES:
+        return ADMDenoiser(config.preset, config.channels, config.conditioning, config.sigma_data)
     return EPSDenoiser(config.preset, config.channels, config.conditioning, config.sigma_data)
 
 
