@@ -3,24 +3,31 @@
 * the MLP models on 8-pixel images ``(1, 2, 4)`` drawn from a Gaussian mixture, with a task registry of
   random inpainting masks, and trainers built from them (they run in seconds on a CPU);
 * the ``tiny`` U-Net runs at 16x16 (:func:`train_tiny`, behind the ``runs`` fixture of ``conftest.py``)
-  and the images and picture files the sampling tests feed them.
+  and the images and picture files the sampling tests feed them;
+* :class:`HubServer`: deepinv's Hugging Face repository, offline (published priors written locally, only
+  ``torch.hub.download_url_to_file`` redirected to them).
 """
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 from torch import nn
 
 from exactps.covariance import SpectralNoise
 from exactps.models import ModelConfig
+from exactps.networks import PRESETS, VP_MODEL_TYPES, build_backbone
 from exactps.operators import Inpaint, random_masks
 from exactps.priors import GaussianMixture
+from exactps.published import PublishedPrior, get_published
 from exactps.tasks import TASKS, Task
 from exactps.train import TrainConfig, Trainer, run_training
+from exactps.vpnets import build_adm_unet
 
 SHAPE = (1, 2, 4)
 D = 8
@@ -162,3 +169,50 @@ def _png(path: Path, array: np.ndarray) -> Path:
 
 def _rgb(h: int, w: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+# -- published priors, offline ---------------------------------------------------------------------------
+
+
+def source_network(prior: PublishedPrior) -> nn.Module:
+    """A randomly initialised network of ``prior``'s architecture (its preset), as its source builds it."""
+    if PRESETS[prior.preset].model_type in VP_MODEL_TYPES:
+        return build_adm_unet(prior.preset, prior.channels)
+    return build_backbone(prior.preset, prior.channels, prior.channels, prior.label_dim, prior.sigma_data)
+
+
+class HubServer:
+    """A stand-in for deepinv's Hugging Face repository: files by name, and the URLs asked for."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.requested: list[str] = []
+        root.mkdir()
+
+    def download(self, url: str, dst: str, hash_prefix: str | None = None, progress: bool = True) -> None:
+        self.requested.append(url)
+        name = url.split("?")[0].rsplit("/", 1)[-1]
+        if not (self.root / name).exists():
+            raise OSError(f"HTTP Error 404: {name}")
+        shutil.copyfile(self.root / name, dst)
+
+    def publish(self, name: str, seed: int = 0) -> nn.Module:
+        """Save a random network of ``name``'s architecture as deepinv's file (``torch.save`` of the state
+        dict under deepinv's file name); return it in eval mode."""
+        prior = get_published(name)
+        torch.manual_seed(seed)
+        net = source_network(prior)
+        with torch.no_grad():  # randomise the zero-initialised layers too: every weight must matter
+            for p in net.parameters():
+                p.add_(0.05 * torch.randn_like(p))
+        torch.save(net.state_dict(), self.root / prior.file_name)
+        return net.eval()
+
+    @classmethod
+    def offline(cls, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> HubServer:
+        """An empty hub cache under ``tmp_path`` and the download served from ``tmp_path/server`` (both
+        undone by ``monkeypatch``)."""
+        monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path / "hub"))
+        server = cls(tmp_path / "server")
+        monkeypatch.setattr(torch.hub, "download_url_to_file", server.download)
+        return server

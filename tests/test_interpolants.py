@@ -1,3 +1,6 @@
+import math
+
+import numpy as np
 import pytest
 import torch
 
@@ -6,6 +9,7 @@ from exactps.interpolants import (
     LinearFlow,
     Trigonometric,
     VPCosine,
+    VPDiscrete,
     VPLinear,
     eps_from_x0,
     get_interpolant,
@@ -93,3 +97,61 @@ def test_get_interpolant_names():
         assert isinstance(get_interpolant(name), cls)
     with pytest.raises(ValueError, match="unknown interpolant"):
         get_interpolant("nope")
+
+
+# -- the discrete DDPM schedule (VPDiscrete) ---------------------------------------------------------------
+
+
+def _numpy_alphas_cumprod(schedule: str, b0: float, b1: float, n: int) -> np.ndarray:
+    """Independent references: guided diffusion's ``get_named_beta_schedule`` and diffusers' ``scaled_linear``."""
+    if schedule == "linear":
+        betas = np.linspace(b0, b1, n, dtype=np.float64)
+    elif schedule == "scaled_linear":
+        betas = np.linspace(b0**0.5, b1**0.5, n, dtype=np.float64) ** 2
+    else:
+        f = lambda u: math.cos((u + 0.008) / 1.008 * math.pi / 2) ** 2  # noqa: E731
+        betas = np.array([min(1 - f((i + 1) / n) / f(i / n), 0.999) for i in range(n)])
+    return np.cumprod(1.0 - betas)
+
+
+@pytest.mark.parametrize("schedule", ["linear", "scaled_linear", "squaredcos_cap_v2"])
+def test_discrete_schedule_is_ddpms(schedule):
+    interp = VPDiscrete(schedule, 8.5e-4, 1.2e-2, 1000)
+    ref = _numpy_alphas_cumprod(schedule, 8.5e-4, 1.2e-2, 1000)
+    np.testing.assert_allclose(interp.alphas_cumprod.numpy(), ref, rtol=1e-12)
+    k = torch.arange(1000, dtype=torch.float64)
+    np.testing.assert_allclose(interp.ratio(k).numpy(), np.sqrt((1 - ref) / ref), rtol=1e-10)
+    torch.testing.assert_close(interp.alpha(k) ** 2 + interp.sigma(k) ** 2, torch.ones_like(k))
+
+
+def test_discrete_t_from_ratio_is_the_timestep_on_the_grid_and_interpolates_log_abar():
+    interp = VPDiscrete()
+    ab = _numpy_alphas_cumprod("linear", 1e-4, 2e-2, 1000)
+    k = np.array([0, 1, 17, 500, 998, 999])
+    r = torch.tensor(np.sqrt((1 - ab[k]) / ab[k]))
+    torch.testing.assert_close(interp.t_from_ratio(r), torch.tensor(k, dtype=torch.float64), rtol=0, atol=1e-9)
+    # between grid points: t linear in log abar = -log(1 + r^2) (np.interp over the grid, abar = 1 at t = -1)
+    r = torch.tensor([0.005, 0.0123, 0.37, 1.0, 4.2, 80.0], dtype=torch.float64)
+    grid = np.concatenate([[0.0], -np.log(ab)])  # increasing
+    ref = np.interp(np.log1p(r.numpy() ** 2), grid, np.arange(-1, 1000))
+    np.testing.assert_allclose(interp.t_from_ratio(r).numpy(), ref, rtol=1e-10, atol=1e-10)
+    t = torch.tensor([-0.7, 0.25, 33.3, 998.9], dtype=torch.float64)
+    torch.testing.assert_close(interp.t_from_ratio(interp.ratio(t)), t, rtol=1e-9, atol=1e-9)
+    assert interp.t_from_ratio(torch.tensor([1e6], dtype=torch.float64)).item() == interp.t_max
+
+
+def test_discrete_derivatives_and_data_end():
+    interp = VPDiscrete()
+    t = torch.tensor([-0.5, 3.3, 250.6, 998.2], dtype=torch.float64)
+    h = 1e-6
+    fd_a = (interp.alpha(t + h) - interp.alpha(t - h)) / (2 * h)
+    fd_s = (interp.sigma(t + h) - interp.sigma(t - h)) / (2 * h)
+    torch.testing.assert_close(interp.d_alpha(t), fd_a, rtol=1e-6, atol=1e-10)
+    torch.testing.assert_close(interp.d_sigma(t), fd_s, rtol=1e-6, atol=1e-10)
+    t_min = torch.tensor(interp.t_min, dtype=torch.float64)
+    assert interp.sigma(t_min).item() == 0 and interp.alpha(t_min).item() == 1
+
+
+def test_discrete_schedule_refuses_unknown_names():
+    with pytest.raises(ValueError, match=r"unknown beta schedule 'sigmoid'.*linear"):
+        VPDiscrete("sigmoid")

@@ -19,6 +19,7 @@ from exactps.operators import (
     random_masks,
 )
 from exactps.posterior import PosteriorPredictor, pivot
+from exactps.vpnets import build_adm_unet
 
 SD = 0.5
 SHAPE = (3, 16, 16)
@@ -64,12 +65,14 @@ def _inpaint_noise(sigma_y, batch=2, seed=1):
 
 def test_preset_parameter_counts():
     with torch.device("meta"):  # shapes only: no memory, no random initialisation
-        counts = {name: count_parameters(build_backbone(name)) for name in PRESETS}
+        build = {name: build_backbone if p.model_type in MODEL_TYPES else build_adm_unet for name, p in PRESETS.items()}
+        counts = {name: count_parameters(b(name)) for name, b in build.items()}
     assert counts["tiny"] < 1_000_000
     assert 5e6 < counts["small-32"] < 9e6
     assert 9e6 < counts["small-64"] < 11e6
     assert 2e6 < counts["compact-64"] < 3e6  # 5 MB in float16: fits the repository
     assert 55e6 < counts["base-64"] < 65e6
+    assert 90e6 < counts["adm-256"] < 100e6 and 500e6 < counts["adm-large-256"] < 600e6  # 357 MB / 2.1 GB files
 
 
 def test_unknown_preset_raises():

@@ -12,19 +12,18 @@ network, the load into the EPS denoiser) is the code ``exactps train --init NAME
 from __future__ import annotations
 
 import argparse
-import shutil
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 import torch
+from helpers import HubServer
 
 from exactps.cli.train import add_train_arguments
 from exactps.cli.train import run as train_main
 from exactps.covariance import IsotropicNoise
 from exactps.loading import load_model
 from exactps.models import ModelConfig, build_model, load_pretrained
-from exactps.networks import PRESETS, build_backbone
+from exactps.networks import MODEL_TYPES, PRESETS, build_backbone
 from exactps.published import (
     PUBLISHED,
     PublishedPriorError,
@@ -35,34 +34,7 @@ from exactps.published import (
     published_state_dict,
 )
 
-NAMES = tuple(PUBLISHED)
-
-
-class Server:
-    """A stand-in for deepinv's Hugging Face repository: files by name, and the URLs asked for."""
-
-    def __init__(self, root: Path):
-        self.root = root
-        self.requested: list[str] = []
-        root.mkdir()
-
-    def download(self, url: str, dst: str, hash_prefix: str | None = None, progress: bool = True) -> None:
-        self.requested.append(url)
-        name = url.split("?")[0].rsplit("/", 1)[-1]
-        if not (self.root / name).exists():
-            raise OSError(f"HTTP Error 404: {name}")
-        shutil.copyfile(self.root / name, dst)
-
-    def publish(self, name: str, seed: int = 0) -> torch.nn.Module:
-        """Save a random network of ``name``'s (shrunk) architecture as deepinv's file; return it."""
-        prior = get_published(name)
-        torch.manual_seed(seed)
-        net = build_backbone(prior.preset, prior.channels, prior.channels, prior.label_dim, prior.sigma_data)
-        with torch.no_grad():  # randomise the zero-initialised layers too: every weight must matter
-            for p in net.parameters():
-                p.add_(0.05 * torch.randn_like(p))
-        torch.save(net.state_dict(), self.root / prior.file_name)
-        return net.eval()
+NAMES = tuple(n for n, p in PUBLISHED.items() if PRESETS[p.preset].model_type in MODEL_TYPES)  # EDM's
 
 
 def _shrink(preset):
@@ -75,14 +47,11 @@ def _shrink(preset):
 @pytest.fixture
 def server(tmp_path, monkeypatch):
     """Offline deepinv: an empty hub cache, the download served from a local folder, small presets."""
-    hub = torch.hub.get_dir()
-    torch.hub.set_dir(str(tmp_path / "hub"))
-    s = Server(tmp_path / "server")
-    monkeypatch.setattr(torch.hub, "download_url_to_file", s.download)
-    for prior in PUBLISHED.values():
-        monkeypatch.setitem(PRESETS, prior.preset, _shrink(PRESETS[prior.preset]))
-    yield s
-    torch.hub.set_dir(hub)
+    s = HubServer.offline(tmp_path, monkeypatch)
+    for name in NAMES:
+        preset = get_published(name).preset
+        monkeypatch.setitem(PRESETS, preset, _shrink(PRESETS[preset]))
+    return s
 
 
 def _images(shape, seed=0):

@@ -16,6 +16,7 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 from torch import Tensor
@@ -27,11 +28,13 @@ from exactps.batch import per_batch
 X0Predictor = Callable[[Tensor, Tensor], Tensor]
 
 __all__ = [
+    "BETA_SCHEDULES",
     "VE",
     "Interpolant",
     "LinearFlow",
     "Trigonometric",
     "VPCosine",
+    "VPDiscrete",
     "VPLinear",
     "X0Predictor",
     "as_time",
@@ -294,6 +297,99 @@ class Trigonometric(Interpolant):
 
     def t_from_ratio(self, r: Tensor) -> Tensor:
         return torch.arctan(r) * 2 / math.pi
+
+
+def _cosine_betas(n: int, max_beta: float = 0.999) -> Tensor:
+    """Nichol & Dhariwal's ``beta_i = min(1 - f((i+1)/n) / f(i/n), max_beta)``,
+    ``f(u) = cos((u + 0.008)/1.008 pi/2)^2``."""
+    u = torch.arange(n + 1, dtype=torch.float64) / n
+    f = torch.cos((u + 0.008) / 1.008 * math.pi / 2) ** 2
+    return (1 - f[1:] / f[:-1]).clamp(max=max_beta)
+
+
+#: THE table of DDPM beta schedules, by diffusers' names: ``(beta_start, beta_end, n) -> betas`` (float64).
+BETA_SCHEDULES: dict[str, Callable[[float, float, int], Tensor]] = {
+    "linear": lambda b0, b1, n: torch.linspace(b0, b1, n, dtype=torch.float64),
+    "scaled_linear": lambda b0, b1, n: torch.linspace(b0**0.5, b1**0.5, n, dtype=torch.float64) ** 2,
+    "squaredcos_cap_v2": lambda b0, b1, n: _cosine_betas(n),
+}
+
+
+@dataclass(frozen=True)
+class VPDiscrete(Interpolant):
+    """A discrete-time DDPM schedule ``abar_k = prod_{i<=k} (1 - beta_i)``, ``k = 0..n-1``, as an interpolant
+    whose time is the network's timestep input (guided-diffusion's and diffusers' convention).
+
+    ``x_k = sqrt(abar_k) x0 + sqrt(1 - abar_k) e``, so the noise ratio is ``r_k^2 = (1 - abar_k)/abar_k``.
+    Between the grid points ``log abar`` is interpolated linearly in ``t`` (as DPM-Solver's discrete
+    schedule does), with ``abar = 1`` at ``t = -1`` (the data end, ``t_min``), so that ``t_from_ratio`` is
+    the exact inverse of :meth:`ratio`: ``t(r_k) = k`` on the grid, a fractional timestep in between
+    (``log abar = -log(1 + r^2)``). ``beta_schedule`` is a name of :data:`BETA_SCHEDULES`.
+    """
+
+    beta_schedule: str = "linear"
+    beta_start: float = 1e-4
+    beta_end: float = 2e-2
+    num_train_timesteps: int = 1000
+
+    def __post_init__(self) -> None:
+        if self.beta_schedule not in BETA_SCHEDULES:
+            raise ValueError(f"unknown beta schedule {self.beta_schedule!r}; choose one of {sorted(BETA_SCHEDULES)}")
+        if self.num_train_timesteps < 2:
+            raise ValueError(f"a DDPM schedule needs at least 2 timesteps, got {self.num_train_timesteps}")
+
+    @cached_property
+    def betas(self) -> Tensor:
+        """``beta_k``, float64."""
+        return BETA_SCHEDULES[self.beta_schedule](self.beta_start, self.beta_end, self.num_train_timesteps)
+
+    @cached_property
+    def alphas_cumprod(self) -> Tensor:
+        """``abar_k = prod_{i<=k} (1 - beta_i)``, float64."""
+        return torch.cumprod(1 - self.betas, dim=0)
+
+    @cached_property
+    def _grid(self) -> Tensor:
+        """``log abar`` at ``t = -1, 0, ..., n-1`` (decreasing, 0 first)."""
+        return torch.cat([torch.zeros(1, dtype=torch.float64), torch.log(self.alphas_cumprod)])
+
+    @property
+    def t_min(self) -> float:
+        return -1.0
+
+    @property
+    def t_max(self) -> float:
+        return float(self.num_train_timesteps - 1)
+
+    def _segment(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        """``(log abar(t), d log abar/dt)`` of the piecewise-linear interpolation (float64)."""
+        u = t.double().clamp(self.t_min, self.t_max) + 1
+        k = u.floor().clamp(max=self.num_train_timesteps - 1).long()
+        grid = self._grid.to(t.device)
+        slope = grid[k + 1] - grid[k]
+        return grid[k] + (u - k) * slope, slope
+
+    def alpha(self, t: Tensor) -> Tensor:
+        return torch.exp(0.5 * self._segment(t)[0]).to(t.dtype)
+
+    def sigma(self, t: Tensor) -> Tensor:
+        return torch.sqrt(-torch.expm1(self._segment(t)[0])).to(t.dtype)
+
+    def d_alpha(self, t: Tensor) -> Tensor:
+        log_abar, slope = self._segment(t)
+        return (0.5 * slope * torch.exp(0.5 * log_abar)).to(t.dtype)
+
+    def d_sigma(self, t: Tensor) -> Tensor:
+        return -self.alpha(t) * self.d_alpha(t) / self.sigma(t)
+
+    def t_from_ratio(self, r: Tensor) -> Tensor:
+        """The fractional timestep with ``(1 - abar)/abar = r^2``; ratios beyond the last step give ``t_max``."""
+        c = -torch.log1p(r.double() ** 2)  # log abar, decreasing in t
+        grid = self._grid.to(r.device)
+        desc = -grid  # increasing
+        k = (torch.searchsorted(desc, -c, right=True) - 1).clamp(0, self.num_train_timesteps - 1)
+        frac = ((c - grid[k]) / (grid[k + 1] - grid[k])).clamp(0, 1)
+        return (k - 1 + frac).to(r.dtype)
 
 
 _INTERPOLANTS: dict[str, type[Interpolant]] = {

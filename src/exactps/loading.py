@@ -30,12 +30,18 @@ from exactps.checkpoint import (
     record_format,
     save_model_file,
 )
+from exactps.diffusers_unet import (
+    DiffusersDenoiser,
+    is_diffusers_folder,
+    load_diffusers_weights,
+    read_diffusers_folder,
+)
 from exactps.models import OBJECTIVES, ModelConfig, Objective, build_model, get_objective
 from exactps.published import get_published, is_published, published_state_dict
 from exactps.runtime import default_device
 from exactps.tasks import NO_MEASUREMENT
 
-__all__ = ["LoadedModel", "export_model", "load_model", "load_published"]
+__all__ = ["LoadedModel", "export_model", "load_diffusers", "load_model", "load_published"]
 
 
 @dataclass
@@ -239,6 +245,21 @@ def load_published(
     return LoadedModel(model, "denoiser", config, Path(name), train_data=prior.data)
 
 
+def load_diffusers(
+    path: str | Path, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32
+) -> LoadedModel:
+    """A diffusers ``UNet2DModel`` folder (:mod:`exactps.diffusers_unet`) as an unconditional ``denoiser``
+    model: the U-Net's own denoiser on its DDPM schedule (no conditioning weights)."""
+    folder = read_diffusers_folder(path)
+    config = ModelConfig("diffusers", folder.channels, "none", 0.5, folder.resolution)
+    with torch.random.fork_rng(devices=[]):
+        model = DiffusersDenoiser.from_folder(folder, "none")
+    model.load_backbone(load_diffusers_weights(folder))
+    dev = torch.device(device) if device is not None else default_device()
+    model = model.to(device=dev, dtype=dtype).eval().requires_grad_(False)
+    return LoadedModel(model, "denoiser", config, Path(path), train_data=Path(path).name)
+
+
 def load_model(
     path: str | Path,
     device: torch.device | str | None = None,
@@ -249,7 +270,8 @@ def load_model(
 
     ``path``: a run directory of ``exactps train`` (its latest checkpoint), a checkpoint's
     ``step-*.json`` (or ``.safetensors``), an exported model (``NAME.json``, ``NAME.safetensors``
-    or ``NAME``), or the name of a published prior (:func:`load_published`). Checkpoints give their EMA
+    or ``NAME``), the name of a published prior (:func:`load_published`) or a diffusers folder
+    (:func:`load_diffusers`). Checkpoints give their EMA
     weights if ``prefer_ema`` (and they have them); exported weights are cast to ``dtype`` (float32 by
     default). ``device`` defaults to CUDA when available.
 
@@ -258,6 +280,8 @@ def load_model(
     """
     if is_published(path):
         return load_published(str(path), device, dtype)
+    if is_diffusers_folder(path):
+        return load_diffusers(path, device, dtype)
     w = _read_weights(path, prefer_ema)
     dev = torch.device(device) if device is not None else default_device()
     model = _build(w, dev, dtype)

@@ -29,12 +29,14 @@ from torch import Tensor, nn
 
 from exactps.checkpoint import load_state_dict_file
 from exactps.conditional import ConditionalDenoiser, ConditionalPredictor, ConditionalUNet, conditional_network_inputs
+from exactps.diffusers_unet import is_diffusers_folder, load_diffusers_weights, read_diffusers_folder
 from exactps.interpolants import Interpolant, X0Predictor
-from exactps.networks import DEFAULT_CONDITIONING, PRESETS, EPSDenoiser
+from exactps.networks import DEFAULT_CONDITIONING, PRESETS, VP_MODEL_TYPES, EPSDenoiser
 from exactps.objectives import NetworkInputs, pivot_or_isotropic, regression_loss
 from exactps.operators.base import LinearOperator
 from exactps.posterior import PosteriorPredictor
 from exactps.published import is_published, published_state_dict
+from exactps.vpnets import ADMDenoiser
 
 __all__ = [
     "OBJECTIVES",
@@ -111,6 +113,9 @@ class Objective:
 
 
 def _eps_network(config: ModelConfig) -> nn.Module:
+    """:class:`~exactps.networks.EPSDenoiser`, or :class:`~exactps.vpnets.ADMDenoiser` for an ``adm`` preset."""
+    if config.preset in PRESETS and PRESETS[config.preset].model_type in VP_MODEL_TYPES:
+        return ADMDenoiser(config.preset, config.channels, config.conditioning, config.sigma_data)
     return EPSDenoiser(config.preset, config.channels, config.conditioning, config.sigma_data)
 
 
@@ -167,7 +172,12 @@ def load_pretrained(model: nn.Module, path: str | Path, prefer_ema: bool = True)
     zero-initialised conditioning weights (``model.conditioning_keys()``). Any other missing or
     unexpected key, or a shape mismatch, raises ``ValueError`` naming the file.
     """
-    state = published_state_dict(str(path)) if is_published(path) else load_state_dict_file(path, prefer_ema)
+    if is_published(path):
+        state = published_state_dict(str(path))
+    elif is_diffusers_folder(path):  # into a DiffusersDenoiser of the folder's U-Net
+        state = load_diffusers_weights(read_diffusers_folder(path))
+    else:
+        state = load_state_dict_file(path, prefer_ema)
     try:
         if hasattr(model, "load_backbone"):
             missing = _own_keys(model, model.load_backbone(state))

@@ -21,8 +21,10 @@ encoder) is preset ``ncsn-64``, the architecture of ``edm-ffhq-64x64-uncond-ve``
 feeds the raw input to a second, downsampling convolution, which sees only the image channels (the
 conditioning maps enter through the first convolution, as for DDPM++). The CIFAR-10 32x32 checkpoints
 are presets ``base-32`` (DDPM++) and ``ncsn-32`` (NCSN++). The published checkpoints themselves are
-named in :mod:`exactps.published`. deepinv's :class:`~deepinv.models.ADMUNet` (class-conditional
-ImageNet-64, ~300M parameters) is not a backbone here yet.
+named in :mod:`exactps.published`. Presets ``adm-256`` and ``adm-large-256`` are guided diffusion's
+256x256 U-Nets (deepinv's :class:`~deepinv.models.DiffUNet`), epsilon-prediction networks on a discrete
+DDPM schedule, wrapped as EPS denoisers by :mod:`exactps.vpnets`. deepinv's
+:class:`~deepinv.models.ADMUNet` (class-conditional ImageNet-64, ~300M parameters) is not a backbone here yet.
 
 Conditioning (``conditioning=``)
 --------------------------------
@@ -74,6 +76,7 @@ __all__ = [
     "DEFAULT_CONDITIONING",
     "MODEL_TYPES",
     "PRESETS",
+    "VP_MODEL_TYPES",
     "BackbonePreset",
     "Conditioning",
     "ConditioningInputs",
@@ -123,6 +126,8 @@ SIGMA_Y_RANGE = (1e-3, 1e3)
 
 #: The U-Net families of deepinv's :class:`~deepinv.models.NCSNpp` (its ``model_type``).
 MODEL_TYPES = ("ddpm", "ncsn")
+#: Discrete-time VP backbones (:mod:`exactps.vpnets`): ``"adm"`` is deepinv's ``DiffUNet`` (guided diffusion).
+VP_MODEL_TYPES = ("adm",)
 
 
 @dataclass(frozen=True)
@@ -166,6 +171,10 @@ PRESETS: dict[str, BackbonePreset] = {
     # EDM's CIFAR-10 32x32 DDPM++ and NCSN++ (``edm-cifar10-32x32-uncond-vp`` / ``-ve``).
     "base-32": BackbonePreset(32, 128, (2, 2, 2), 4, (16,), augment_dim=9, dropout=0.13),
     "ncsn-32": BackbonePreset(32, 128, (2, 2, 2), 4, (16,), augment_dim=9, dropout=0.13, model_type="ncsn"),
+    # guided diffusion's 256x256 ADM U-Nets as deepinv's DiffUNet builds them (exactps.vpnets; epsilon prediction
+    # on DDPM's linear schedule, learned variance): the FFHQ checkpoint of DPS (~94M parameters) and ImageNet's.
+    "adm-256": BackbonePreset(256, 128, (1, 1, 2, 2, 4, 4), 1, (16,), model_type="adm"),
+    "adm-large-256": BackbonePreset(256, 256, (1, 1, 2, 2, 4, 4), 2, (32, 16, 8), model_type="adm"),
 }
 
 
@@ -185,6 +194,8 @@ def build_backbone(
         cfg = replace(cfg, **overrides)
     if cfg.model_channels % 32:
         raise ValueError(f"model_channels must be a multiple of 32 (GroupNorm), got {cfg.model_channels}")
+    if cfg.model_type in VP_MODEL_TYPES:
+        raise ValueError(f"a {cfg.model_type!r} preset is a discrete-time VP backbone: build it with exactps.vpnets")
     if cfg.model_type not in MODEL_TYPES:
         raise ValueError(f"model_type must be one of {MODEL_TYPES}, got {cfg.model_type!r}")
     net = NCSNpp(
@@ -290,12 +301,17 @@ class EPSDenoiser(nn.Module):
             self.preset = replace(self.preset, **overrides)
         self.channels, self.conditioning, self.sigma_data = channels, conditioning, float(sigma_data)
         self.embed_dim = self.preset.model_channels if self.inputs.sigma_y_embedding else 0
-        self.net = build_backbone(self.preset, channels, channels, self.embed_dim, sigma_data)
-        if self.embed_dim:
-            nn.init.zeros_(self.net.map_label.weight)
-            nn.init.zeros_(self.net.map_label.bias)
+        self.net = self.build_network()
         if self.inputs.extra_maps:
             self._widen_input(channels * self.inputs.extra_maps)
+
+    def build_network(self) -> nn.Module:
+        """The backbone ``F`` with its ``s_y`` embedding (``label_dim = embed_dim``) zero-initialised."""
+        net = build_backbone(self.preset, self.channels, self.channels, self.embed_dim, self.sigma_data)
+        if self.embed_dim:
+            nn.init.zeros_(net.map_label.weight)
+            nn.init.zeros_(net.map_label.bias)
+        return net
 
     def _widen_input(self, extra: int) -> None:
         """Give the first convolution ``extra`` zero-initialised input channels (:class:`_InputConv`); the
@@ -360,13 +376,21 @@ class EPSDenoiser(nn.Module):
         if pad_h or pad_w:
             mode = "reflect" if pad_h < h and pad_w < w else "replicate"
             x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
-        out = self.net.forward_unet(x, c_noise, class_labels=labels)
-        return out[..., :h, :w]
+        return self.forward_network(x, c_noise, labels)[..., :h, :w]
+
+    def forward_network(self, x: Tensor, c_noise: Tensor, labels: Tensor | None) -> Tensor:
+        """The backbone on padded inputs: deepinv's ``forward_unet`` (no preconditioning)."""
+        return self.net.forward_unet(x, c_noise, class_labels=labels)
+
+    @property
+    def weight_dtype(self) -> torch.dtype:
+        """The dtype of the backbone's weights (inputs are cast to it)."""
+        return self.net.map_layer0.weight.dtype
 
     def forward(self, m: Tensor, noise: PivotNoise) -> Tensor:
         """``x0 = c_skip(S_t) m + c_out(S_t) F(c_in(S_t) m, c_noise, c_y[, map])``."""
         self._check(m)
-        dtype = self.net.map_layer0.weight.dtype
+        dtype = self.weight_dtype
         x = self.backbone_input(m, noise).to(dtype)
         labels = self.sigma_y_features(noise, m).to(dtype) if self.embed_dim else None
         out = self.run_unet(x, self.c_noise(noise, m).to(dtype), labels).to(m.dtype)

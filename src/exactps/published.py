@@ -1,6 +1,6 @@
 """Published diffusion priors by name: THE table of the checkpoints EPS can be fine-tuned from.
 
-A published prior is an unconditional EDM denoiser ``D(x; sigma^2 I)`` that deepinv loads by name.
+A published prior is an unconditional denoiser ``D(x; sigma^2 I)`` whose weights deepinv loads by name.
 ``exactps train --init NAME`` fine-tunes it into an EPS denoiser (same architecture, the conditioning
 weights added at zero: METHOD.md, "The EPS denoiser"), and ``exactps bench images --prior NAME`` runs
 the training-free baselines (and the zero-shot pivot) on it.
@@ -10,8 +10,8 @@ weights, how deepinv fetches them (its own loader: ``torch.hub.load_state_dict_f
 Hugging Face repository, cached under ``torch.hub.get_dir()/checkpoints``), the pixel range and data
 standard deviation the network was trained with, its resolution and its number of class labels.
 
-EDM's checkpoints were trained on images in ``[-1, 1]`` (exactps' range, :data:`IMAGE_RANGE`) with
-EDM's preconditioning at ``sigma_data = 0.5``:
+EDM's checkpoints (DDPM++ / NCSN++ presets) were trained on images in ``[-1, 1]`` (exactps' range,
+:data:`IMAGE_RANGE`) with EDM's preconditioning at ``sigma_data = 0.5``:
 
     D(x; sigma) = c_skip x + c_out F(c_in x, log(sigma)/4),
     c_skip = sd^2/(sd^2+sigma^2), c_out = sigma sd/sqrt(sd^2+sigma^2), c_in = 1/sqrt(sd^2+sigma^2),
@@ -19,6 +19,14 @@ EDM's preconditioning at ``sigma_data = 0.5``:
 which is :class:`~exactps.networks.EPSDenoiser` at ``A = 0`` with ``sigma_data = sd``, so a loaded prior
 with zero conditioning weights computes the published denoiser exactly. The weights are read through
 deepinv (``NCSNpp(pretrained=NAME)``), so any key conversion deepinv applies is applied here too.
+
+Guided diffusion's 256x256 checkpoints (``adm`` presets: deepinv's ``DiffUNet``; the FFHQ one of DPS and
+the unconditional ImageNet one that DPS, DDRM, DiffPIR and DAPS report with) predict ``eps`` on DDPM's
+linear schedule, also on ``[-1, 1]``; their denoiser is ``D(x; sigma) = x - sigma eps(x/sqrt(1+sigma^2),
+k(sigma))`` (:mod:`exactps.vpnets`, :class:`~exactps.vpnets.ADMDenoiser`). deepinv's loader
+(``deepinv.models.utils.load_state_dict_from_url`` on the URL ``DiffUNet(pretrained="download")`` uses)
+fetches them, and they are loaded strictly into deepinv's ``DiffUNet``. Their ``sigma_data`` is the data
+standard deviation of the EPS training loss only (their preconditioning does not use it).
 """
 
 from __future__ import annotations
@@ -28,10 +36,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from deepinv.models.utils import get_weights_url
+from deepinv.models.utils import get_weights_url, load_state_dict_from_url
 from torch import Tensor
 
 from exactps.networks import PRESETS, build_backbone
+from exactps.vpnets import build_adm_unet
 
 __all__ = [
     "IMAGE_RANGE",
@@ -98,7 +107,18 @@ def _deepinv_ncsnpp(name: str, prior: PublishedPrior) -> dict[str, Tensor]:
     return net.state_dict()
 
 
-#: THE table of published priors (deepinv's names for EDM's checkpoints).
+def _deepinv_diffunet(name: str, prior: PublishedPrior) -> dict[str, Tensor]:
+    """The state dict of guided diffusion's checkpoint, fetched and cached by deepinv's loader (the URL
+    ``DiffUNet(pretrained="download")`` reads) and strictly loaded into deepinv's ``DiffUNet`` of the
+    entry's preset."""
+    state = load_state_dict_from_url(prior.url, map_location="cpu", file_name=prior.file_name)
+    with torch.random.fork_rng(devices=[]):
+        net = build_adm_unet(prior.preset, prior.channels)
+    net.load_state_dict(state, strict=True)
+    return net.state_dict()
+
+
+#: THE table of published priors (deepinv's names for EDM's checkpoints; guided diffusion's by their data).
 PUBLISHED: dict[str, PublishedPrior] = {
     "edm-ffhq-64x64-uncond-vp": PublishedPrior("base-64", _deepinv_ncsnpp, "edm-ffhq-64x64-uncond-vp.pt", "FFHQ 64x64"),
     "edm-ffhq-64x64-uncond-ve": PublishedPrior("ncsn-64", _deepinv_ncsnpp, "edm-ffhq-64x64-uncond-ve.pt", "FFHQ 64x64"),
@@ -107,6 +127,16 @@ PUBLISHED: dict[str, PublishedPrior] = {
     ),
     "edm-cifar10-32x32-uncond-ve": PublishedPrior(
         "ncsn-32", _deepinv_ncsnpp, "edm-cifar10-32x32-uncond-ve.pt", "CIFAR-10 32x32"
+    ),
+    "diffunet-ffhq-256": PublishedPrior(
+        "adm-256", _deepinv_diffunet, "diffusion_ffhq_10m.pt", "FFHQ 256x256 (DPS's ffhq_10m.pt)", repository="diffunet"
+    ),
+    "diffunet-imagenet-256": PublishedPrior(
+        "adm-large-256",
+        _deepinv_diffunet,
+        "diffusion_openai.pt",
+        "ImageNet 256x256 (guided diffusion's 256x256_diffusion_uncond.pt)",
+        repository="diffunet",
     ),
 }
 

@@ -207,7 +207,8 @@ def _add_images(bench: argparse._SubParsersAction) -> None:
         "--prior",
         default=None,
         metavar="MODEL|NAME",
-        help=f"unconditional model the baselines sample with, or a published prior: {', '.join(published_names())}",
+        help="unconditional model the baselines sample with, a diffusers UNet2DModel folder, or a published prior: "
+        f"{', '.join(published_names())}",
     )
     p.add_argument("--eps", type=Path, nargs="*", default=[], metavar="MODEL", help="EPS models")
     p.add_argument("--conditional", type=Path, nargs="*", default=[], metavar="MODEL", help="conditional models")
