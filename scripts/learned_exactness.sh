@@ -39,5 +39,5 @@ train patch-eps "$EPS_STEPS" --objective eps --sigma-y 0.05 --init "$OUT/patch-p
     --learned-prior "$OUT/patch-prior" --learned-eps "$OUT/patch-eps" \
     --tasks "${TASKS:-sr4,inpaint-box,deblur-gauss}" --baselines dps:250,pigdm,ddrm,diffpir,ddnm,mpgd \
     --eps ve:dpmpp-2m:10,ve:dpmpp-2m:20,ve:heun:35 --tune-with first \
-    --measurements "${MEASUREMENTS:-3}" --runs 1 --tuning-measurements 2 --samples 150 --refs 8 \
+    --measurements "${MEASUREMENTS:-3}" --runs 1 --tuning-measurements 1 --samples 100 --refs 8 \
     --threads "$THREADS" --no-progress --out "$OUT/learned-exactness" > "$OUT/learned-exactness.log" 2>&1

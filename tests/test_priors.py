@@ -140,3 +140,19 @@ def test_mixture_denoiser_is_robust_for_float32_dense_operators_at_huge_noise():
             out = gm.denoise(m, noise)
             assert out.dtype == torch.float32 and torch.isfinite(out).all(), (rho, sy)
             assert torch.allclose(out.double(), gm.denoise(m.double(), noise64), atol=1e-5), (rho, sy)
+
+
+def test_gmm_denoiser_keeps_each_operators_factorisation_apart_interleaved():
+    """The SVD of ``A`` is kept per operator object: interleaved calls on two operators give what a fresh
+    mixture (empty cache) gives, and a new operator object is factored afresh."""
+    g = torch.Generator().manual_seed(4)
+    prior = GaussianMixture.random((1, 4, 4), 3, g)
+    ops = [Inpaint((torch.rand(1, 4, 4, generator=g) > 0.5).double(), (1, 4, 4)),
+           Blur(gaussian_kernel(1.0, 3).double(), (1, 4, 4))]  # fmt: skip
+    x_t = torch.randn(5, 1, 4, 4, generator=g, dtype=torch.float64)
+    for op in (*ops, *ops):
+        y = op.measure(torch.zeros(1, 1, 4, 4, dtype=torch.float64), 0.1, g)
+        m, noise = pivot(VE(), x_t, torch.tensor(2.0, dtype=torch.float64), op, y, 0.1)
+        fresh = GaussianMixture(prior.weights, prior.means, prior.covs, prior.img_shape)
+        torch.testing.assert_close(prior.denoise(m, noise), fresh.denoise(m, noise), rtol=0, atol=1e-12)
+    assert len(prior._operator_cache) == 2

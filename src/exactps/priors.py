@@ -13,7 +13,8 @@ Both compute in float64 and accept any :class:`~exactps.covariance.PivotNoise`.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import weakref
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -23,6 +24,9 @@ from exactps.interpolants import Interpolant, as_time
 from exactps.operators.base import LinearOperator
 
 __all__ = ["FiniteImagePrior", "GaussianMixture", "dense_matrix"]
+
+#: operators whose SVD a mixture keeps (one measurement's sampler calls share one operator)
+_OPERATOR_CACHE_SIZE = 4
 
 
 def dense_matrix(operator: LinearOperator, dtype: torch.dtype = torch.float64) -> Tensor:
@@ -72,6 +76,7 @@ class GaussianMixture:
     means: Tensor  # (K, d)
     covs: Tensor  # (K, d, d)
     img_shape: tuple[int, ...]
+    _operator_cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         d = math.prod(self.img_shape)
@@ -144,16 +149,53 @@ class GaussianMixture:
         dtype, shape = m.dtype, m.shape
         mf = m.reshape(shape[0], -1).to(torch.float64)
         if noise.batch == 1:
-            out = self._denoise_shared(mf, *_eigen_covariance(noise, self.img_shape))
+            out = self._denoise_shared(mf, *self._noise_eigen(noise))
         else:
-            parts = [self._denoise_shared(mf[b : b + 1], *_eigen_covariance(noise._select(b), self.img_shape))
+            parts = [self._denoise_shared(mf[b : b + 1], *self._noise_eigen(noise._select(b)))
                      for b in range(shape[0])]  # fmt: skip
             out = torch.cat(parts)
         return out.to(dtype).reshape(shape)
 
-    def _denoise_shared(self, m: Tensor, basis: Tensor, var: Tensor) -> Tensor:
-        """``E[x0 | m]`` for ``S = Q diag(var) Q^T`` (``basis`` = ``Q^T``, rows orthonormal)."""
-        covs = basis @ self.covs @ basis.T  # C_k in the eigenbasis of S
+    def _noise_eigen(self, noise: PivotNoise) -> tuple[Tensor | None, Tensor, Tensor]:
+        """``(Q^T, var, Q^T C_k Q)`` with ``S_t = Q diag(var) Q^T`` in float64, for one covariance (batch 1).
+
+        Isotropic noise: ``Q = I`` (returned as None) and ``var = rho^2``. Otherwise ``Q`` comes from the
+        full SVD of ``A`` (``dense_matrix`` of the noise's operator) and ``var`` in closed form (``rho^2
+        s_y^2 / (k^2 rho^2 + s_y^2)``; ``rho^2`` off the row space; directions with ``k <= 1e-12 k_max``
+        count as unmeasured when ``s_y = 0``). The SVD and the rotated covariances depend on the operator
+        only and are kept for the last few operators (by identity), so that a sampler's many calls on one
+        measurement factor ``A`` once."""
+        d = self.dim
+        rho2 = noise.rho.reshape(-1)[0].to(torch.float64) ** 2
+        operator = getattr(noise, "operator", None)
+        if operator is None:
+            return None, rho2.expand(d).clone(), self.covs
+        vt, kk, rotated = self._operator_basis(operator)
+        sy2 = noise.sigma_y.reshape(-1)[0].to(torch.float64) ** 2
+        if float(sy2) == 0:
+            measured = kk > 1e-12 * kk.max().clamp_min(1e-300)
+            var = torch.where(measured, torch.zeros_like(kk), rho2.expand(d))
+        else:
+            var = rho2 * sy2 / (kk**2 * rho2 + sy2)
+        return vt, var, rotated
+
+    def _operator_basis(self, operator: LinearOperator) -> tuple[Tensor, Tensor, Tensor]:
+        """``(V^T, k, V^T C_k V)`` for ``A = U diag(k) V^T`` (``k`` padded with zeros to ``d``), cached."""
+        hit = self._operator_cache.get(id(operator))
+        if hit is not None and hit[0]() is operator:
+            return hit[1], hit[2], hit[3]
+        _, k, vt = torch.linalg.svd(dense_matrix(operator), full_matrices=True)
+        kk = torch.zeros(self.dim, dtype=torch.float64)
+        kk[: k.numel()] = k
+        rotated = vt @ self.covs @ vt.T
+        if len(self._operator_cache) >= _OPERATOR_CACHE_SIZE:
+            self._operator_cache.clear()
+        self._operator_cache[id(operator)] = (weakref.ref(operator), vt, kk, rotated)
+        return vt, kk, rotated
+
+    def _denoise_shared(self, m: Tensor, basis: Tensor | None, var: Tensor, covs: Tensor) -> Tensor:
+        """``E[x0 | m]`` for ``S = Q diag(var) Q^T`` (``basis`` = ``Q^T``, rows orthonormal; None: ``Q = I``),
+        ``covs`` = ``Q^T C_k Q``."""
         tot = covs + torch.diag_embed(var)
         chol, info = torch.linalg.cholesky_ex(tot)
         if bool((info > 0).any()):
@@ -161,14 +203,16 @@ class GaussianMixture:
                 "the Gaussian mixture's exact denoiser could not factor C_k + S_t (a component covariance is "
                 "singular where S_t is zero: noiseless measurement of a degenerate prior)"
             )
-        diff = (m.unsqueeze(0) - self.means.unsqueeze(1)) @ basis.T  # (K, B, d), rotated
+        diff = m.unsqueeze(0) - self.means.unsqueeze(1)  # (K, B, d)
+        diff = diff if basis is None else diff @ basis.T  # rotated
         sol = torch.cholesky_solve(diff.transpose(1, 2), chol)  # (K, d, B)
         maha = (diff.transpose(1, 2) * sol).sum(1)  # (K, B)
         logdet = 2 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)  # (K,)
         logp = torch.log(self.weights).unsqueeze(1) - 0.5 * (maha + logdet.unsqueeze(1))
         resp = torch.softmax(logp, dim=0)  # (K, B)
-        cond = self.means.unsqueeze(2) + self.covs @ (basis.T @ sol)  # (K, d, B)
-        return torch.einsum("kb,kdb->bd", resp, cond)
+        # E[x0 | m, k] = mu_k + C_k Q sol_k = mu_k + Q (Q^T C_k Q) sol_k: mix in the rotated basis, rotate once
+        mixed = torch.einsum("kb,kdb->bd", resp, covs @ sol)  # (B, d)
+        return resp.T @ self.means + (mixed if basis is None else mixed @ basis)
 
     # -- exact posteriors (references) ------------------------------------------------------
     def posterior(self, a_mat: Tensor, y: Tensor, sigma_y: float) -> GaussianMixture:
@@ -208,27 +252,6 @@ class GaussianMixture:
         resp = torch.softmax(torch.log(self.weights).unsqueeze(1) - 0.5 * (maha + logdet.unsqueeze(1)), 0)
         score = -torch.einsum("kb,kdb->bd", resp, sol)
         return score.reshape(x_t.shape)
-
-
-def _eigen_covariance(noise: PivotNoise, img_shape: tuple[int, ...]) -> tuple[Tensor, Tensor]:
-    """``(Q^T, var)`` with ``S_t = Q diag(var) Q^T`` in float64, for one covariance (batch 1): from the
-    full SVD of ``A`` (``dense_matrix`` of the noise's operator) and the closed-form variances; directions
-    with ``k <= 1e-12 k_max`` count as unmeasured when ``s_y = 0``. Isotropic noise: ``Q = I``."""
-    d = math.prod(img_shape)
-    rho2 = noise.rho.reshape(-1)[0].to(torch.float64) ** 2
-    operator = getattr(noise, "operator", None)
-    if operator is None:
-        return torch.eye(d, dtype=torch.float64), rho2.expand(d).clone()
-    _, k, vt = torch.linalg.svd(dense_matrix(operator), full_matrices=True)
-    kk = torch.zeros(d, dtype=torch.float64)
-    kk[: k.numel()] = k
-    sy2 = noise.sigma_y.reshape(-1)[0].to(torch.float64) ** 2
-    if float(sy2) == 0:
-        measured = kk > 1e-12 * kk.max().clamp_min(1e-300)
-        var = torch.where(measured, torch.zeros_like(kk), rho2.expand(d))
-    else:
-        var = rho2 * sy2 / (kk**2 * rho2 + sy2)
-    return vt, var
 
 
 def _atom_metric(noise: PivotNoise, v: Tensor) -> Tensor:
