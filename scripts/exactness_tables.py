@@ -1,19 +1,22 @@
 """Put the tables of several ``exactps bench exactness --out OUT`` runs side by side (one column per task):
 
-    python scripts/exactness_tables.py OUT1.json OUT2.json ... > tables.md
+    python scripts/exactness_tables.py OUT1.json OUT2.json ... [--plot FIG.png] > tables.md
 
-Rows keep each run's order; the header states each run's sample counts.
+Rows keep each run's order; the header states each run's sample counts; --plot draws error vs cost.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
-from exactps.exactbench.report import format_rows
+from exactps.exactbench.report import format_rows, plot_rows
 
 
-def main(paths: list[str]) -> None:
+def main(args: list[str]) -> None:
+    plot = args[args.index("--plot") + 1] if "--plot" in args else None
+    paths = [a for i, a in enumerate(args) if a != "--plot" and (i == 0 or args[i - 1] != "--plot")]
     rows, headers = [], []
     for path in paths:
         data = json.loads(open(path).read())
@@ -25,6 +28,8 @@ def main(paths: list[str]) -> None:
         )
         rows += data["summary"]
     print(format_rows(rows, "\n".join(headers)))
+    if plot is not None:
+        plot_rows(rows, Path(plot))
 
 
 if __name__ == "__main__":

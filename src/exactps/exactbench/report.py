@@ -14,7 +14,7 @@ import torch
 from exactps.exactbench.run import ExactBenchResult
 from exactps.files import atomic_write_text
 
-__all__ = ["format_rows", "format_summary", "format_tuning", "plot_summary", "result_json", "write_result"]
+__all__ = ["format_rows", "format_summary", "format_tuning", "plot_rows", "plot_summary", "result_json", "write_result"]
 
 
 def _cell(stat: dict[str, float] | None) -> str:
@@ -120,12 +120,17 @@ def write_result(result: ExactBenchResult, out: Path) -> None:
 
 def plot_summary(result: ExactBenchResult, path: Path) -> None:
     """SW2 / floor against cost (NFE + backward passes), one panel per (prior, denoisers) x task."""
+    plot_rows(result.summary(), path)
+
+
+def plot_rows(summary: list[dict[str, Any]], path: Path) -> None:
+    """:func:`plot_summary` from summary rows (e.g. of several ``OUT.json`` files put together)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [r for r in result.summary() if r["nfe"] > 0]
+    rows = [r for r in summary if r["nfe"] > 0]
     groups = list(dict.fromkeys((r["prior"], r["denoisers"]) for r in rows))
     tasks = list(dict.fromkeys(r["task"] for r in rows))
     fig, axes = plt.subplots(len(groups), len(tasks), figsize=(3.4 * len(tasks), 3.0 * len(groups)), squeeze=False)
@@ -147,7 +152,7 @@ def plot_summary(result: ExactBenchResult, path: Path) -> None:
             ax.set_ylabel("SW2 / floor", fontsize=6)
             ax.axhline(1.0, c="grey", lw=0.5, ls="--")
             ax.tick_params(labelsize=5)
-    fig.suptitle("exactness vs cost (blue: EPS; red: baselines published; green: tuned)", fontsize=8)
+    fig.suptitle("exactness vs cost\nblue: EPS; red: baselines, published; green: tuned", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=130)
     plt.close(fig)
