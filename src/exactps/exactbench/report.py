@@ -74,7 +74,10 @@ def _point(p: dict[str, Any]) -> str:
 
 
 def format_tuning(result: ExactBenchResult) -> str:
-    """The chosen settings per prior, denoisers, task and baseline, and the published point's score."""
+    """The chosen settings per prior, denoisers, task and baseline, and the published point's score ("" if
+    nothing was tuned)."""
+    if not result.tuning:
+        return ""
     lines = [
         f"\nsettings chosen on {result.config.tuning_measurements} tuning measurements per task "
         "(mean SW2 / floor; the published point is always a candidate):"
