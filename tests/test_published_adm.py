@@ -61,7 +61,7 @@ def test_entries_are_deepinvs_files():
     assert set(NAMES) <= set(PUBLISHED)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", [NAMES[0], pytest.param(NAMES[1], marks=pytest.mark.slow)])
 def test_loaded_prior_is_the_source_denoiser(server, name):
     source = server.publish(name)
     loaded = load_model(name, device="cpu")  # what `exactps bench images --prior NAME` runs
