@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -169,6 +170,35 @@ def _png(path: Path, array: np.ndarray) -> Path:
 
 def _rgb(h: int, w: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+# -- diffusers folders ---------------------------------------------------------------------------------------
+
+
+def save_diffusers_unet(root: Path, prediction: str = "epsilon", beta_schedule: str = "linear", seed: int = 0):
+    """Save a small random ``UNet2DModel`` (16x16, widths 32 and 64, one attention level) and a ``DDPMScheduler``
+    the way diffusers saves a pipeline (``model_index.json``, ``unet/``, ``scheduler/``); return both, the
+    U-Net in eval mode. Every weight is perturbed (the output convolution starts at zero in some versions)."""
+    import diffusers
+
+    torch.manual_seed(seed)
+    unet = diffusers.UNet2DModel(
+        sample_size=16, in_channels=3, out_channels=3, layers_per_block=1, block_out_channels=(32, 64),
+        down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+        norm_num_groups=8,
+    )  # fmt: skip
+    with torch.no_grad():
+        for p in unet.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    unet.save_pretrained(root / "unet")
+    sched = diffusers.DDPMScheduler(
+        num_train_timesteps=1000, beta_schedule=beta_schedule, prediction_type=prediction, clip_sample=False
+    )
+    sched.save_pretrained(root / "scheduler")
+    (root / "model_index.json").write_text(
+        json.dumps({"_class_name": "DDPMPipeline", "unet": ["diffusers", "UNet2DModel"]})
+    )
+    return unet.eval(), sched
 
 
 # -- published priors, offline ---------------------------------------------------------------------------
