@@ -9,6 +9,7 @@ from the checkpoint; ``exactps export --format diffusers`` writes a folder that 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 
 import pytest
@@ -32,6 +33,7 @@ from exactps.diffusers_unet import (  # noqa: E402
 )
 from exactps.loading import export_diffusers, load_model  # noqa: E402
 from exactps.models import ModelConfig, build_model, load_pretrained  # noqa: E402
+from exactps.networks import checkpoint_blocks  # noqa: E402
 from exactps.operators import Inpaint, random_masks  # noqa: E402
 
 SHAPE = (3, 16, 16)
@@ -160,3 +162,28 @@ def test_bad_combinations_are_named_before_any_work(folder, tmp_path):
     (tmp_path / "taken").mkdir()
     with pytest.raises(FileExistsError, match="taken already exists"):
         export_diffusers(folder, tmp_path / "taken")
+
+
+def test_gradient_checkpointing_gives_the_same_values_and_gradients(folder):
+    """``--grad-checkpoint`` on a diffusers U-Net turns on diffusers' own checkpointing of its blocks: a
+    block's first convolution runs again in the backward pass; the output and every gradient are the same."""
+    model = DiffusersDenoiser.from_folder(read_diffusers_folder(folder), "map").train()
+    load_pretrained(model, folder)
+    with torch.no_grad():
+        model.net.conv_in.extra_weight.normal_(0, 0.1)
+        model.sigma_y_embed.weight.normal_(0, 0.1)
+    ckpt = checkpoint_blocks(copy.deepcopy(model))
+    (m, noise), _ = _pivot_inputs()
+    outs, calls = [], []
+    for net in (model, ckpt):
+        count: list[int] = []
+        handle = net.net.down_blocks[0].resnets[0].conv1.register_forward_hook(lambda *_, c=count: c.append(1))
+        out = net(m, noise)
+        out.square().mean().backward()
+        handle.remove()
+        outs.append(out.detach())
+        calls.append(len(count))
+    torch.testing.assert_close(outs[1], outs[0], rtol=1e-5, atol=1e-6)
+    assert calls == [1, 2]
+    for (name, p), q in zip(model.named_parameters(), ckpt.parameters(), strict=True):
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-7, msg=name)
