@@ -31,7 +31,7 @@ from exactps.diffusers_unet import (  # noqa: E402
     read_diffusers_folder,
     to_diffusers_state,
 )
-from exactps.loading import export_diffusers, load_model  # noqa: E402
+from exactps.loading import export_diffusers, export_model, load_model  # noqa: E402
 from exactps.models import ModelConfig, build_model, load_pretrained  # noqa: E402
 from exactps.networks import checkpoint_blocks  # noqa: E402
 from exactps.operators import Inpaint, random_masks  # noqa: E402
@@ -80,6 +80,8 @@ def test_zero_new_weights_eps_model_is_the_folders_denoiser(folder):
     assert config.preset == "diffusers" and config.img_shape == SHAPE
     model = build_model("eps", config).eval()
     assert isinstance(model, DiffusersDenoiser)
+    rebuilt = DiffusersDenoiser.from_config(json.loads(json.dumps(model.config())))
+    assert rebuilt.backbone == model.backbone and rebuilt.state_dict().keys() == model.state_dict().keys()
     load_pretrained(model, folder)
     plain = load_model(folder, device="cpu").model
     (m, noise), (x, iso) = _pivot_inputs()
@@ -141,6 +143,10 @@ def test_finetune_resume_load_and_export_round_trip(folder, tmp_path, capsys):
     with torch.no_grad():
         torch.testing.assert_close(back.model(m, noise), loaded.model(m, noise), rtol=0, atol=0)
         torch.testing.assert_close(back.model(x, iso), loaded.model(x, iso), rtol=0, atol=0)
+    # the exactps format holds the same network (its record carries the backbone)
+    again = load_model(export_model(split, tmp_path / "model", dtype=torch.float32), device="cpu")
+    assert again.model_config == loaded.model_config
+    assert all(torch.equal(v, state[k]) for k, v in again.model.state_dict().items())
     # and the exported folder is a valid --init (every weight loads, the conditioning ones included)
     model = build_model("eps", loaded.model_config)
     assert load_pretrained(model, out).missing == []

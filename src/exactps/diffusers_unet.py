@@ -278,6 +278,16 @@ class DiffusersDenoiser(VPDenoiser):
         """The network of ``folder`` (random weights; load them with :func:`load_diffusers_weights`)."""
         return cls(folder.backbone, conditioning, sigma_data)
 
+    def config(self) -> dict[str, Any]:
+        """JSON-serialisable constructor arguments: ``DiffusersDenoiser.from_config(model.config())``."""
+        return {"backbone": self.backbone.record(), "conditioning": self.conditioning, "sigma_data": self.sigma_data}
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> DiffusersDenoiser:
+        """A freshly initialised model with the network described by :meth:`config`."""
+        cfg = dict(config)
+        return cls(DiffusersBackbone.from_record(cfg.pop("backbone")), **cfg)
+
     def build_unet(self) -> nn.Module:
         diffusers = require_diffusers()
         config = {k: v for k, v in self.backbone.unet_config.items() if not k.startswith("_")}
