@@ -20,6 +20,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from exactps.admunet import EDM_ADM_MODEL_TYPE, build_admunet
 from exactps.covariance import SpectralNoise
 from exactps.models import ModelConfig
 from exactps.networks import PRESETS, VP_MODEL_TYPES, build_backbone
@@ -208,6 +209,8 @@ def source_network(prior: PublishedPrior) -> nn.Module:
     """A randomly initialised network of ``prior``'s architecture (its preset), as its source builds it."""
     if PRESETS[prior.preset].model_type in VP_MODEL_TYPES:
         return build_adm_unet(prior.preset, prior.channels)
+    if PRESETS[prior.preset].model_type == EDM_ADM_MODEL_TYPE:
+        return build_admunet(prior.preset, prior.channels, sigma_data=prior.sigma_data)
     return build_backbone(prior.preset, prior.channels, prior.channels, prior.label_dim, prior.sigma_data)
 
 

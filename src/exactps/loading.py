@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from exactps.admunet import check_class_labels
 from exactps.checkpoint import (
     FORMAT,
     MODEL_FORMAT,
@@ -38,6 +39,7 @@ from exactps.diffusers_unet import (
     write_diffusers_folder,
 )
 from exactps.models import OBJECTIVES, ModelConfig, Objective, build_model, get_objective
+from exactps.networks import PRESETS
 from exactps.published import get_published, is_published, published_state_dict
 from exactps.runtime import default_device
 from exactps.tasks import NO_MEASUREMENT
@@ -259,12 +261,18 @@ def _build(weights: _Weights, device: torch.device, dtype: torch.dtype) -> nn.Mo
 
 
 def load_published(
-    name: str, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32
+    name: str,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+    class_labels: str | None = None,
 ) -> LoadedModel:
     """The published prior ``name`` (:data:`exactps.published.PUBLISHED`) as an unconditional
-    ``denoiser`` model (no conditioning weights): exactly the published EDM denoiser."""
+    ``denoiser`` model (no conditioning weights): exactly the published EDM denoiser. A class-conditional
+    prior needs ``class_labels`` (:data:`exactps.admunet.CLASS_LABELS`); without it
+    :class:`~exactps.admunet.ClassLabelsError` is raised before anything is fetched."""
     prior = get_published(name)
-    config = ModelConfig(prior.preset, prior.channels, "none", prior.sigma_data, prior.resolution)
+    check_class_labels(PRESETS[prior.preset].model_type, class_labels, f"the published prior {name}")
+    config = ModelConfig(prior.preset, prior.channels, "none", prior.sigma_data, prior.resolution, None, class_labels)
     state = {f"net.{k}": v for k, v in published_state_dict(name).items()}
     weights = _Weights(state, "denoiser", config, Path(name), True, None, None, {"data": prior.data})
     dev = torch.device(device) if device is not None else default_device()

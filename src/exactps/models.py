@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from exactps.admunet import EDM_ADM_MODEL_TYPE, ADMUNetDenoiser, check_class_labels
 from exactps.checkpoint import load_state_dict_file
 from exactps.conditional import ConditionalDenoiser, ConditionalPredictor, ConditionalUNet, conditional_network_inputs
 from exactps.diffusers_unet import (
@@ -64,7 +65,9 @@ class ModelConfig:
     baseline, which always sees ``s_y``); ``resolution`` is the training image size (default: the
     preset's). ``backbone`` describes a network that is not a preset (JSON): with ``preset == "diffusers"``,
     a diffusers U-Net and its schedule (:meth:`exactps.diffusers_unet.DiffusersBackbone.record`); None
-    for the presets (and in records written before it existed).
+    for the presets (and in records written before it existed). ``class_labels`` is the explicit label
+    vector of a class-conditional network (a name of :data:`exactps.admunet.CLASS_LABELS`; None for the
+    others, and a class-conditional network without it is refused: :class:`~exactps.admunet.ClassLabelsError`).
     """
 
     preset: str = "small-64"
@@ -73,6 +76,7 @@ class ModelConfig:
     sigma_data: float = 0.5
     resolution: int | None = None
     backbone: dict[str, Any] | None = None
+    class_labels: str | None = None
 
     @classmethod
     def from_diffusers(cls, backbone: DiffusersBackbone, conditioning: str, sigma_data: float = 0.5) -> ModelConfig:
@@ -150,12 +154,18 @@ class Objective:
 
 
 def _eps_network(config: ModelConfig) -> nn.Module:
-    """:class:`~exactps.networks.EPSDenoiser`, :class:`~exactps.vpnets.ADMDenoiser` for an ``adm`` preset, or
+    """:class:`~exactps.networks.EPSDenoiser`, :class:`~exactps.vpnets.ADMDenoiser` for an ``adm`` preset,
+    :class:`~exactps.admunet.ADMUNetDenoiser` for EDM's class-conditional ADM (``adm-64``), or
     :class:`~exactps.diffusers_unet.DiffusersDenoiser` for a diffusers backbone."""
     backbone = config.diffusers_backbone
+    model_type = config.backbone_preset.model_type
+    check_class_labels(model_type, config.class_labels, f"the {config.preset!r} network")
     if backbone is not None:
         return DiffusersDenoiser(backbone, config.conditioning, config.sigma_data)
-    if config.preset in PRESETS and PRESETS[config.preset].model_type in VP_MODEL_TYPES:
+    if model_type == EDM_ADM_MODEL_TYPE:
+        labels = config.class_labels
+        return ADMUNetDenoiser(config.preset, config.channels, config.conditioning, config.sigma_data, labels)
+    if model_type in VP_MODEL_TYPES:
         return ADMDenoiser(config.preset, config.channels, config.conditioning, config.sigma_data)
     return EPSDenoiser(config.preset, config.channels, config.conditioning, config.sigma_data)
 

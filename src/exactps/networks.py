@@ -23,8 +23,9 @@ conditioning maps enter through the first convolution, as for DDPM++). The CIFAR
 are presets ``base-32`` (DDPM++) and ``ncsn-32`` (NCSN++). The published checkpoints themselves are
 named in :mod:`exactps.published`. Presets ``adm-256`` and ``adm-large-256`` are guided diffusion's
 256x256 U-Nets (deepinv's :class:`~deepinv.models.DiffUNet`), epsilon-prediction networks on a discrete
-DDPM schedule, wrapped as EPS denoisers by :mod:`exactps.vpnets`. deepinv's
-:class:`~deepinv.models.ADMUNet` (class-conditional ImageNet-64, ~300M parameters) is not a backbone here yet.
+DDPM schedule, wrapped as EPS denoisers by :mod:`exactps.vpnets`. Preset ``adm-64`` is EDM's
+class-conditional ImageNet-64 ADM (deepinv's :class:`~deepinv.models.ADMUNet`, ~296M parameters), wrapped
+by :mod:`exactps.admunet` (class labels must be chosen explicitly).
 
 Conditioning (``conditioning=``)
 --------------------------------
@@ -177,6 +178,9 @@ PRESETS: dict[str, BackbonePreset] = {
     # on DDPM's linear schedule, learned variance): the FFHQ checkpoint of DPS (~94M parameters) and ImageNet's.
     "adm-256": BackbonePreset(256, 128, (1, 1, 2, 2, 4, 4), 1, (16,), model_type="adm"),
     "adm-large-256": BackbonePreset(256, 256, (1, 1, 2, 2, 4, 4), 2, (32, 16, 8), model_type="adm"),
+    # EDM's class-conditional ImageNet-64 ADM (deepinv's ADMUNet, ``edm-imagenet64-cond``; exactps.admunet):
+    # ~296M parameters, 1000 class labels.
+    "adm-64": BackbonePreset(64, 192, (1, 2, 3, 4), 3, (32, 16, 8), model_type="edm-adm"),
 }
 
 

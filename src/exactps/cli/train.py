@@ -12,6 +12,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from exactps.admunet import CLASS_LABELS, check_class_labels
 from exactps.checkpoint import checkpoint_step, list_checkpoints
 from exactps.cli.options import THREADS_HELP, csv_list
 from exactps.data import open_data
@@ -76,6 +77,14 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
         help="initialise from this unconditional checkpoint or weights file, a diffusers UNet2DModel folder "
         "(epsilon or v prediction on a DDPM schedule: its U-Net is the network), or a published prior fetched "
         f"by deepinv: {', '.join(published_names())} (its preset is then the default --preset)",
+    )
+    p.add_argument(
+        "--class-labels",
+        choices=tuple(CLASS_LABELS),
+        default=None,
+        help="the label vector of a class-conditional network (preset adm-64, edm-imagenet64-cond), which it "
+        "needs: exactps carries no class labels, so unconditional use is explicit: uniform (the mean class "
+        "embedding) or zero (no class embedding)",
     )
     p.add_argument(
         "--resume",
@@ -146,7 +155,7 @@ _TRAIN_OPTIONS = {
     "workers": "num_workers",
 }
 _RESUMABLE = {"steps", "log_every", "ckpt_every", "grid_every", "keep", "workers"}
-_MODEL_OPTIONS = ("preset", "conditioning", "channels", "size", "init", "data")
+_MODEL_OPTIONS = ("preset", "conditioning", "channels", "size", "init", "data", "class_labels")
 
 
 def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -234,8 +243,9 @@ def _preset_model_config(args: argparse.Namespace, conditioning: str, sigma_data
         check_image_size(args.size, preset)
     size = args.size or PRESETS[preset].img_resolution
     channels = args.channels or 3
+    check_class_labels(PRESETS[preset].model_type, args.class_labels, args.init or f"the {preset!r} network")
     _check_init(args.init, preset, channels, sigma_data)
-    return ModelConfig(preset, channels, conditioning, sigma_data, size)
+    return ModelConfig(preset, channels, conditioning, sigma_data, size, class_labels=args.class_labels)
 
 
 def _diffusers_model_config(
@@ -250,6 +260,7 @@ def _diffusers_model_config(
         raise ValueError(
             f"--channels {args.channels} does not fit {where}: it reads {backbone.channels}-channel images"
         )
+    check_class_labels(DIFFUSERS_PRESET, args.class_labels, where)
     if args.size is not None:
         check_image_size(args.size, backbone.preset)
     mcfg = ModelConfig.from_diffusers(backbone, conditioning, sigma_data)
