@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from exactps.admunet import EDM_ADM_MODEL_TYPE, build_admunet
 from exactps.covariance import SpectralNoise
 from exactps.models import ModelConfig
 from exactps.networks import PRESETS, VP_MODEL_TYPES, build_backbone
@@ -171,6 +173,35 @@ def _rgb(h: int, w: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
 
 
+# -- diffusers folders ---------------------------------------------------------------------------------------
+
+
+def save_diffusers_unet(root: Path, prediction: str = "epsilon", beta_schedule: str = "linear", seed: int = 0):
+    """Save a small random ``UNet2DModel`` (16x16, widths 32 and 64, one attention level) and a ``DDPMScheduler``
+    the way diffusers saves a pipeline (``model_index.json``, ``unet/``, ``scheduler/``); return both, the
+    U-Net in eval mode. Every weight is perturbed (the output convolution starts at zero in some versions)."""
+    import diffusers
+
+    torch.manual_seed(seed)
+    unet = diffusers.UNet2DModel(
+        sample_size=16, in_channels=3, out_channels=3, layers_per_block=1, block_out_channels=(32, 64),
+        down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+        norm_num_groups=8,
+    )  # fmt: skip
+    with torch.no_grad():
+        for p in unet.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    unet.save_pretrained(root / "unet")
+    sched = diffusers.DDPMScheduler(
+        num_train_timesteps=1000, beta_schedule=beta_schedule, prediction_type=prediction, clip_sample=False
+    )
+    sched.save_pretrained(root / "scheduler")
+    (root / "model_index.json").write_text(
+        json.dumps({"_class_name": "DDPMPipeline", "unet": ["diffusers", "UNet2DModel"]})
+    )
+    return unet.eval(), sched
+
+
 # -- published priors, offline ---------------------------------------------------------------------------
 
 
@@ -178,6 +209,8 @@ def source_network(prior: PublishedPrior) -> nn.Module:
     """A randomly initialised network of ``prior``'s architecture (its preset), as its source builds it."""
     if PRESETS[prior.preset].model_type in VP_MODEL_TYPES:
         return build_adm_unet(prior.preset, prior.channels)
+    if PRESETS[prior.preset].model_type == EDM_ADM_MODEL_TYPE:
+        return build_admunet(prior.preset, prior.channels, sigma_data=prior.sigma_data)
     return build_backbone(prior.preset, prior.channels, prior.channels, prior.label_dim, prior.sigma_data)
 
 

@@ -15,6 +15,8 @@ import torch
 
 diffusers = pytest.importorskip("diffusers")
 
+from helpers import save_diffusers_unet  # noqa: E402
+
 from exactps.covariance import IsotropicNoise  # noqa: E402
 from exactps.diffusers_unet import DiffusersDenoiser, DiffusersFolderError, read_diffusers_folder  # noqa: E402
 from exactps.loading import load_model  # noqa: E402
@@ -22,27 +24,6 @@ from exactps.models import load_pretrained  # noqa: E402
 from exactps.vpnets import PredictionTypeError  # noqa: E402
 
 STEPS = (0, 137, 999)
-
-
-def _save(root, prediction="epsilon", beta_schedule="linear", seed=0):
-    torch.manual_seed(seed)
-    unet = diffusers.UNet2DModel(
-        sample_size=16, in_channels=3, out_channels=3, layers_per_block=1, block_out_channels=(32, 64),
-        down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"),
-        norm_num_groups=8,
-    )  # fmt: skip
-    with torch.no_grad():  # every weight matters (the output convolution starts at zero in some versions)
-        for p in unet.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    unet.save_pretrained(root / "unet")
-    sched = diffusers.DDPMScheduler(
-        num_train_timesteps=1000, beta_schedule=beta_schedule, prediction_type=prediction, clip_sample=False
-    )
-    sched.save_pretrained(root / "scheduler")
-    (root / "model_index.json").write_text(
-        json.dumps({"_class_name": "DDPMPipeline", "unet": ["diffusers", "UNet2DModel"]})
-    )
-    return unet.eval(), sched
 
 
 def _reference(unet, sched, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -59,7 +40,7 @@ def _reference(unet, sched, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
 
 @pytest.mark.parametrize(("prediction", "schedule"), [("epsilon", "linear"), ("v_prediction", "squaredcos_cap_v2")])
 def test_loaded_folder_is_the_networks_denoiser(tmp_path, prediction, schedule):
-    unet, sched = _save(tmp_path, prediction, schedule)
+    unet, sched = save_diffusers_unet(tmp_path, prediction, schedule)
     loaded = load_model(tmp_path, device="cpu")  # what `exactps bench images --prior DIR` runs
     assert loaded.objective == "denoiser" and loaded.img_shape == (3, 16, 16)
     x = 0.6 * torch.randn(len(STEPS), 3, 16, 16, generator=torch.Generator().manual_seed(1))
@@ -72,7 +53,7 @@ def test_loaded_folder_is_the_networks_denoiser(tmp_path, prediction, schedule):
 
 
 def test_eps_from_a_folder_with_zero_new_weights_is_the_denoiser(tmp_path):
-    unet, sched = _save(tmp_path, seed=2)
+    unet, sched = save_diffusers_unet(tmp_path, seed=2)
     folder = read_diffusers_folder(tmp_path)
     model = DiffusersDenoiser.from_folder(folder, "map").eval()
     report = load_pretrained(model, tmp_path)  # the weights through diffusers' from_pretrained
@@ -98,20 +79,20 @@ def test_a_folder_without_config_is_named(tmp_path):
 
 
 def test_a_folder_without_scheduler_config_is_named(tmp_path):
-    _save(tmp_path)
+    save_diffusers_unet(tmp_path)
     (tmp_path / "scheduler" / "scheduler_config.json").unlink()
     with pytest.raises(DiffusersFolderError, match=r"scheduler has no scheduler_config.json"):
         read_diffusers_folder(tmp_path)
 
 
 def test_sample_prediction_is_refused_by_name(tmp_path):
-    _save(tmp_path, prediction="sample")
+    save_diffusers_unet(tmp_path, prediction="sample")
     with pytest.raises(PredictionTypeError, match=r"prediction type 'sample' is not supported"):
         load_model(tmp_path, device="cpu")
 
 
 def test_a_non_ddpm_schedule_is_refused_by_name(tmp_path):
-    _save(tmp_path)
+    save_diffusers_unet(tmp_path)
     diffusers.ScoreSdeVeScheduler().save_pretrained(tmp_path / "scheduler")
     with pytest.raises(DiffusersFolderError, match=r"\(ScoreSdeVeScheduler\) is not a DDPM schedule"):
         read_diffusers_folder(tmp_path)

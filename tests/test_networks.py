@@ -8,6 +8,7 @@ from dataclasses import replace
 import pytest
 import torch
 
+from exactps.admunet import EDM_ADM_MODEL_TYPE, build_admunet
 from exactps.covariance import IsotropicNoise, MatrixFreeNoise
 from exactps.interpolants import VE
 from exactps.networks import CONDITIONINGS, MODEL_TYPES, PRESETS, EPSDenoiser, build_backbone, count_parameters
@@ -65,7 +66,8 @@ def _inpaint_noise(sigma_y, batch=2, seed=1):
 
 def test_preset_parameter_counts():
     with torch.device("meta"):  # shapes only: no memory, no random initialisation
-        build = {name: build_backbone if p.model_type in MODEL_TYPES else build_adm_unet for name, p in PRESETS.items()}
+        builders = {"adm": build_adm_unet, EDM_ADM_MODEL_TYPE: build_admunet}
+        build = {name: builders.get(p.model_type, build_backbone) for name, p in PRESETS.items()}
         counts = {name: count_parameters(b(name)) for name, b in build.items()}
     assert counts["tiny"] < 1_000_000
     assert 5e6 < counts["small-32"] < 9e6
@@ -73,6 +75,7 @@ def test_preset_parameter_counts():
     assert 2e6 < counts["compact-64"] < 3e6  # 5 MB in float16: fits the repository
     assert 55e6 < counts["base-64"] < 65e6
     assert 90e6 < counts["adm-256"] < 100e6 and 500e6 < counts["adm-large-256"] < 600e6  # 357 MB / 2.1 GB files
+    assert 295e6 < counts["adm-64"] < 297e6  # EDM's ImageNet-64 ADM, ~296M
 
 
 def test_unknown_preset_raises():

@@ -163,3 +163,42 @@ def test_other_architectures_are_refused_by_name():
         build_adm_unet(PRESETS["small-64"])
     with pytest.raises(ValueError, match="discrete-time VP backbone"):
         build_backbone("adm-256")
+
+
+def test_gradient_checkpointing_of_the_adm_blocks_gives_the_same_values_and_gradients(source):
+    """``--grad-checkpoint`` on an ``adm`` preset: every residual and attention block of the DiffUNet is
+    recomputed in the backward pass (a block's first layer runs twice, under the same dropout draws), with the
+    same output and the same gradient for every parameter; without gradients it is the same function."""
+    from deepinv.models.diffunet import AttentionBlock, ResBlock
+
+    from exactps.networks import checkpoint_blocks
+
+    model = _model(source, "map").train()
+    with torch.no_grad():  # the conditioning weights in the graph with nonzero values
+        model.net.input_blocks[0][0].extra_weight.normal_(0, 0.1)
+        model.sigma_y_embed.weight.normal_(0, 0.1)
+    ckpt = checkpoint_blocks(copy.deepcopy(model))
+    masks = box_masks(SHAPE, 1, (12, 12), torch.Generator().manual_seed(0))
+    x0 = torch.rand(1, *SHAPE, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    rho, s_y = torch.tensor([0.8]), torch.tensor([0.1])
+    m, noise = Inpaint(masks, SHAPE).pivot(x0 + rho * torch.randn_like(x0), rho, Inpaint(masks, SHAPE).A(x0), s_y)
+    outs, calls = [], []
+    for net in (model, ckpt):
+        first = next(b for b in net.modules() if isinstance(b, ResBlock)).in_layers
+        count: list[int] = []
+        handle = first.register_forward_hook(lambda *_, count=count: count.append(1))
+        torch.manual_seed(3)  # the same dropout masks (DiffUNet's dropout is 0.1)
+        out = net(m, noise)
+        out.square().mean().backward()
+        handle.remove()
+        outs.append(out.detach())
+        calls.append(len(count))
+    torch.testing.assert_close(outs[1], outs[0], rtol=1e-5, atol=1e-6)
+    assert calls == [1, 2]
+    for (name, p), q in zip(model.named_parameters(), ckpt.parameters(), strict=True):
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-7, msg=name)
+    blocks = [b for b in ckpt.modules() if isinstance(b, ResBlock | AttentionBlock)]
+    assert len(blocks) > 20 and all(getattr(b, "_checkpointed", False) for b in blocks)
+    model.eval(), ckpt.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(ckpt(m, noise), model(m, noise))

@@ -4,7 +4,8 @@
   exported model or a published prior's name (:func:`load_published`), as a :class:`LoadedModel` in
   eval mode (EMA weights by default);
 * :func:`export_model`: ``<out>.safetensors`` (EMA weights, float16 by default) and ``<out>.json``
-  (what the network is and what it was trained on), the form in which small models are shared.
+  (what the network is and what it was trained on), the form in which small models are shared;
+* :func:`export_diffusers`: a network fine-tuned from a diffusers U-Net, back as a diffusers folder.
 
 Sampling with a loaded model is :func:`exactps.inference.posterior_samples`.
 """
@@ -12,13 +13,14 @@ Sampling with a loaded model is :func:`exactps.inference.posterior_samples`.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from exactps.admunet import check_class_labels
 from exactps.checkpoint import (
     FORMAT,
     MODEL_FORMAT,
@@ -31,17 +33,18 @@ from exactps.checkpoint import (
     save_model_file,
 )
 from exactps.diffusers_unet import (
-    DiffusersDenoiser,
     is_diffusers_folder,
     load_diffusers_weights,
     read_diffusers_folder,
+    write_diffusers_folder,
 )
 from exactps.models import OBJECTIVES, ModelConfig, Objective, build_model, get_objective
+from exactps.networks import PRESETS
 from exactps.published import get_published, is_published, published_state_dict
 from exactps.runtime import default_device
 from exactps.tasks import NO_MEASUREMENT
 
-__all__ = ["LoadedModel", "export_model", "load_diffusers", "load_model", "load_published"]
+__all__ = ["LoadedModel", "export_diffusers", "export_model", "load_diffusers", "load_model", "load_published"]
 
 
 @dataclass
@@ -179,6 +182,8 @@ def _train_summary(objective: str, train_config: dict[str, Any], data: str | Non
 
 
 def _read_weights(path: str | Path, prefer_ema: bool = True) -> _Weights:
+    if is_diffusers_folder(path):
+        return _diffusers_weights(path)
     kind, json_path = _resolve(path)
     if kind == "export":
         record, state = load_model_file(json_path)
@@ -209,6 +214,30 @@ def _read_weights(path: str | Path, prefer_ema: bool = True) -> _Weights:
     )
 
 
+def _diffusers_weights(path: str | Path) -> _Weights:
+    """A diffusers folder's weights: a plain folder as an unconditional ``denoiser`` (no conditioning
+    weights), one :func:`export_diffusers` wrote as the model its ``EXTRAS_JSON`` record describes."""
+    folder = read_diffusers_folder(path)
+    record = folder.exported or {}
+    conditioning = record.get("conditioning", "none")
+    config = ModelConfig.from_diffusers(folder.backbone, conditioning, float(record.get("sigma_data", 0.5)))
+    config = replace(config, resolution=record.get("resolution") or config.resolution)
+    train = dict(record.get("train") or {"data": Path(path).name})
+    state = load_diffusers_weights(folder)
+    objective = record.get("objective", "denoiser")
+    return _Weights(state, objective, config, Path(path), True, record.get("images_seen"), record.get("step"), train)
+
+
+def _loaded(w: _Weights, model: nn.Module) -> LoadedModel:
+    """The :class:`LoadedModel` of ``model``, built from ``w``."""
+    tasks = tuple(w.train["tasks"]) if w.train.get("tasks") else None
+    sigma_y = w.train.get("sigma_y")
+    sigma_y = tuple(sigma_y) if isinstance(sigma_y, list) else sigma_y
+    return LoadedModel(
+        model, w.objective, w.model_config, w.source, w.images_seen, w.step, tasks, sigma_y, w.train.get("data")
+    )
+
+
 def _build(weights: _Weights, device: torch.device, dtype: torch.dtype) -> nn.Module:
     """The network of ``weights``, strictly loaded, in eval mode without gradients."""
     src = weights.source
@@ -232,12 +261,18 @@ def _build(weights: _Weights, device: torch.device, dtype: torch.dtype) -> nn.Mo
 
 
 def load_published(
-    name: str, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32
+    name: str,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+    class_labels: str | None = None,
 ) -> LoadedModel:
     """The published prior ``name`` (:data:`exactps.published.PUBLISHED`) as an unconditional
-    ``denoiser`` model (no conditioning weights): exactly the published EDM denoiser."""
+    ``denoiser`` model (no conditioning weights): exactly the published EDM denoiser. A class-conditional
+    prior needs ``class_labels`` (:data:`exactps.admunet.CLASS_LABELS`); without it
+    :class:`~exactps.admunet.ClassLabelsError` is raised before anything is fetched."""
     prior = get_published(name)
-    config = ModelConfig(prior.preset, prior.channels, "none", prior.sigma_data, prior.resolution)
+    check_class_labels(PRESETS[prior.preset].model_type, class_labels, f"the published prior {name}")
+    config = ModelConfig(prior.preset, prior.channels, "none", prior.sigma_data, prior.resolution, None, class_labels)
     state = {f"net.{k}": v for k, v in published_state_dict(name).items()}
     weights = _Weights(state, "denoiser", config, Path(name), True, None, None, {"data": prior.data})
     dev = torch.device(device) if device is not None else default_device()
@@ -248,16 +283,12 @@ def load_published(
 def load_diffusers(
     path: str | Path, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32
 ) -> LoadedModel:
-    """A diffusers ``UNet2DModel`` folder (:mod:`exactps.diffusers_unet`) as an unconditional ``denoiser``
-    model: the U-Net's own denoiser on its DDPM schedule (no conditioning weights)."""
-    folder = read_diffusers_folder(path)
-    config = ModelConfig("diffusers", folder.channels, "none", 0.5, folder.resolution)
-    with torch.random.fork_rng(devices=[]):
-        model = DiffusersDenoiser.from_folder(folder, "none")
-    model.load_backbone(load_diffusers_weights(folder))
+    """A diffusers ``UNet2DModel`` folder (:mod:`exactps.diffusers_unet`): a plain one as an unconditional
+    ``denoiser`` model (the U-Net's own denoiser on its DDPM schedule, no conditioning weights), one that
+    :func:`export_diffusers` wrote as the model it was exported from."""
     dev = torch.device(device) if device is not None else default_device()
-    model = model.to(device=dev, dtype=dtype).eval().requires_grad_(False)
-    return LoadedModel(model, "denoiser", config, Path(path), train_data=Path(path).name)
+    w = _diffusers_weights(path)
+    return _loaded(w, _build(w, dev, dtype))
 
 
 def load_model(
@@ -280,17 +311,9 @@ def load_model(
     """
     if is_published(path):
         return load_published(str(path), device, dtype)
-    if is_diffusers_folder(path):
-        return load_diffusers(path, device, dtype)
     w = _read_weights(path, prefer_ema)
     dev = torch.device(device) if device is not None else default_device()
-    model = _build(w, dev, dtype)
-    tasks = tuple(w.train["tasks"]) if w.train.get("tasks") else None
-    sigma_y = w.train.get("sigma_y")
-    sigma_y = tuple(sigma_y) if isinstance(sigma_y, list) else sigma_y
-    return LoadedModel(
-        model, w.objective, w.model_config, w.source, w.images_seen, w.step, tasks, sigma_y, w.train.get("data")
-    )
+    return _loaded(w, _build(w, dev, dtype))
 
 
 def export_model(
@@ -314,13 +337,7 @@ def export_model(
                 raise FileExistsError(f"{p} already exists (use --force to overwrite it)")
     weights = _read_weights(source, prefer_ema)
     _build(weights, torch.device("cpu"), torch.float32)  # fits the network: fail before writing
-    state = {}
-    for key, value in weights.state.items():
-        if value.is_floating_point():
-            if dtype.is_floating_point and value.abs().max() > torch.finfo(dtype).max:
-                raise ValueError(f"weight {key} of {weights.source} does not fit in {dtype}; export in float32")
-            value = value.to(dtype)
-        state[key] = value
+    state = _cast(weights, dtype)
     meta = {
         "objective": weights.objective,
         "model_config": asdict(weights.model_config),
@@ -333,3 +350,57 @@ def export_model(
         "torch_version": torch.__version__,
     }
     return save_model_file(json_path, state, meta, overwrite=force)
+
+
+def _cast(weights: _Weights, dtype: torch.dtype) -> dict[str, Tensor]:
+    """The floating-point tensors of ``weights`` in ``dtype``; ``ValueError`` naming one that overflows."""
+    state = {}
+    for key, value in weights.state.items():
+        if value.is_floating_point():
+            if dtype.is_floating_point and value.abs().max() > torch.finfo(dtype).max:
+                raise ValueError(f"weight {key} of {weights.source} does not fit in {dtype}; export in float32")
+            value = value.to(dtype)
+        state[key] = value
+    return state
+
+
+def export_diffusers(
+    source: str | Path,
+    out: str | Path,
+    dtype: torch.dtype = torch.float32,
+    force: bool = False,
+    prefer_ema: bool = True,
+) -> Path:
+    """Write a network built from a diffusers U-Net (``exactps train --init DIR``) back as the diffusers
+    folder ``out`` (:func:`exactps.diffusers_unet.write_diffusers_folder`: the ``UNet2DModel`` with its
+    widened first convolution, the scheduler config, exactps' conditioning record and ``s_y`` embedding),
+    weights (EMA by default) cast to ``dtype``. :func:`load_model` reads ``out`` back to the same network.
+
+    ``source`` is anything :func:`load_model` reads; a preset network is refused by name, and an existing
+    ``out`` unless ``force``, before anything is written. Returns ``out``.
+    """
+    if Path(out).exists() and not force:
+        raise FileExistsError(f"{out} already exists (use --force to overwrite it)")
+    weights = _read_weights(source, prefer_ema)
+    backbone = weights.model_config.diffusers_backbone
+    if backbone is None:
+        raise ValueError(
+            f"{weights.source} holds a {weights.model_config.preset!r} preset network, not one built from a diffusers "
+            "U-Net (`exactps train --init DIR`): only those are saved as diffusers folders; export it with --format "
+            "exactps"
+        )
+    _build(weights, torch.device("cpu"), torch.float32)  # fits the network: fail before writing
+    record = {
+        "objective": weights.objective,
+        "conditioning": weights.model_config.conditioning,
+        "channels": weights.model_config.channels,
+        "sigma_data": weights.model_config.sigma_data,
+        "resolution": weights.model_config.image_size,
+        "train": weights.train,
+        "images_seen": weights.images_seen,
+        "step": weights.step,
+        "ema": weights.ema,
+        "exported_from": weights.source.name,
+        "torch_version": torch.__version__,
+    }
+    return write_diffusers_folder(out, backbone, _cast(weights, dtype), record, force)

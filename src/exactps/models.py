@@ -27,11 +27,19 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from exactps.admunet import EDM_ADM_MODEL_TYPE, ADMUNetDenoiser, check_class_labels
 from exactps.checkpoint import load_state_dict_file
 from exactps.conditional import ConditionalDenoiser, ConditionalPredictor, ConditionalUNet, conditional_network_inputs
-from exactps.diffusers_unet import is_diffusers_folder, load_diffusers_weights, read_diffusers_folder
+from exactps.diffusers_unet import (
+    DIFFUSERS_PRESET,
+    DiffusersBackbone,
+    DiffusersDenoiser,
+    is_diffusers_folder,
+    load_diffusers_weights,
+    read_diffusers_folder,
+)
 from exactps.interpolants import Interpolant, X0Predictor
-from exactps.networks import DEFAULT_CONDITIONING, PRESETS, VP_MODEL_TYPES, EPSDenoiser
+from exactps.networks import DEFAULT_CONDITIONING, PRESETS, VP_MODEL_TYPES, BackbonePreset, EPSDenoiser
 from exactps.objectives import NetworkInputs, pivot_or_isotropic, regression_loss
 from exactps.operators.base import LinearOperator
 from exactps.posterior import PosteriorPredictor
@@ -55,7 +63,11 @@ class ModelConfig:
 
     ``conditioning`` is the EPS denoiser's (``none``/``scalar``/``map``; ignored by the conditional
     baseline, which always sees ``s_y``); ``resolution`` is the training image size (default: the
-    preset's).
+    preset's). ``backbone`` describes a network that is not a preset (JSON): with ``preset == "diffusers"``,
+    a diffusers U-Net and its schedule (:meth:`exactps.diffusers_unet.DiffusersBackbone.record`); None
+    for the presets (and in records written before it existed). ``class_labels`` is the explicit label
+    vector of a class-conditional network (a name of :data:`exactps.admunet.CLASS_LABELS`; None for the
+    others, and a class-conditional network without it is refused: :class:`~exactps.admunet.ClassLabelsError`).
     """
 
     preset: str = "small-64"
@@ -63,6 +75,35 @@ class ModelConfig:
     conditioning: str = DEFAULT_CONDITIONING
     sigma_data: float = 0.5
     resolution: int | None = None
+    backbone: dict[str, Any] | None = None
+    class_labels: str | None = None
+
+    @classmethod
+    def from_diffusers(cls, backbone: DiffusersBackbone, conditioning: str, sigma_data: float = 0.5) -> ModelConfig:
+        """The configuration of a :class:`~exactps.diffusers_unet.DiffusersDenoiser` over ``backbone``."""
+        return cls(
+            DIFFUSERS_PRESET, backbone.channels, conditioning, sigma_data, backbone.resolution, backbone.record()
+        )
+
+    @property
+    def diffusers_backbone(self) -> DiffusersBackbone | None:
+        """The diffusers U-Net of ``backbone`` (None for a preset); ``ValueError`` where the two disagree."""
+        if (self.preset == DIFFUSERS_PRESET) != (self.backbone is not None):
+            raise ValueError(
+                f"model_config preset {self.preset!r} with backbone {self.backbone!r}: a diffusers network needs "
+                f"preset {DIFFUSERS_PRESET!r} and its backbone record, a preset no backbone record"
+            )
+        return None if self.backbone is None else DiffusersBackbone.from_record(self.backbone)
+
+    @property
+    def backbone_preset(self) -> BackbonePreset:
+        """The U-Net's :class:`~exactps.networks.BackbonePreset` (a diffusers U-Net's as described by it)."""
+        backbone = self.diffusers_backbone
+        if backbone is not None:
+            return backbone.preset
+        if self.preset not in PRESETS:
+            raise ValueError(f"unknown preset {self.preset!r}; choose one of {sorted(PRESETS)}")
+        return PRESETS[self.preset]
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ModelConfig:
@@ -71,7 +112,7 @@ class ModelConfig:
     @property
     def image_size(self) -> int:
         """The training image size: ``resolution``, else the preset's."""
-        return int(self.resolution or PRESETS[self.preset].img_resolution)
+        return int(self.resolution or self.backbone_preset.img_resolution)
 
     @property
     def img_shape(self) -> tuple[int, int, int]:
@@ -113,13 +154,28 @@ class Objective:
 
 
 def _eps_network(config: ModelConfig) -> nn.Module:
-    """:class:`~exactps.networks.EPSDenoiser`, or :class:`~exactps.vpnets.ADMDenoiser` for an ``adm`` preset."""
-    if config.preset in PRESETS and PRESETS[config.preset].model_type in VP_MODEL_TYPES:
+    """:class:`~exactps.networks.EPSDenoiser`, :class:`~exactps.vpnets.ADMDenoiser` for an ``adm`` preset,
+    :class:`~exactps.admunet.ADMUNetDenoiser` for EDM's class-conditional ADM (``adm-64``), or
+    :class:`~exactps.diffusers_unet.DiffusersDenoiser` for a diffusers backbone."""
+    backbone = config.diffusers_backbone
+    model_type = config.backbone_preset.model_type
+    check_class_labels(model_type, config.class_labels, f"the {config.preset!r} network")
+    if backbone is not None:
+        return DiffusersDenoiser(backbone, config.conditioning, config.sigma_data)
+    if model_type == EDM_ADM_MODEL_TYPE:
+        labels = config.class_labels
+        return ADMUNetDenoiser(config.preset, config.channels, config.conditioning, config.sigma_data, labels)
+    if model_type in VP_MODEL_TYPES:
         return ADMDenoiser(config.preset, config.channels, config.conditioning, config.sigma_data)
     return EPSDenoiser(config.preset, config.channels, config.conditioning, config.sigma_data)
 
 
 def _conditional_network(config: ModelConfig) -> nn.Module:
+    if config.diffusers_backbone is not None:
+        raise ValueError(
+            "the conditional baseline is built on a DDPM++/NCSN++ preset (the observation enters as input "
+            "channels of its U-Net), not on a diffusers U-Net: pass --preset"
+        )
     backbone = ConditionalUNet(config.preset, config.channels, config.sigma_data)
     return ConditionalDenoiser(backbone, config.channels, config.sigma_data)
 

@@ -23,8 +23,9 @@ conditioning maps enter through the first convolution, as for DDPM++). The CIFAR
 are presets ``base-32`` (DDPM++) and ``ncsn-32`` (NCSN++). The published checkpoints themselves are
 named in :mod:`exactps.published`. Presets ``adm-256`` and ``adm-large-256`` are guided diffusion's
 256x256 U-Nets (deepinv's :class:`~deepinv.models.DiffUNet`), epsilon-prediction networks on a discrete
-DDPM schedule, wrapped as EPS denoisers by :mod:`exactps.vpnets`. deepinv's
-:class:`~deepinv.models.ADMUNet` (class-conditional ImageNet-64, ~300M parameters) is not a backbone here yet.
+DDPM schedule, wrapped as EPS denoisers by :mod:`exactps.vpnets`. Preset ``adm-64`` is EDM's
+class-conditional ImageNet-64 ADM (deepinv's :class:`~deepinv.models.ADMUNet`, ~296M parameters), wrapped
+by :mod:`exactps.admunet` (class labels must be chosen explicitly).
 
 Conditioning (``conditioning=``)
 --------------------------------
@@ -64,6 +65,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from deepinv.models import NCSNpp
+from deepinv.models.diffunet import AttentionBlock, ResBlock
 from deepinv.models.utils import UNetBlock, UpDownConv2d
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
@@ -72,6 +74,7 @@ from exactps.batch import as_batch, per_batch
 from exactps.covariance import IsotropicNoise, PivotNoise
 
 __all__ = [
+    "CHECKPOINTED_BLOCKS",
     "CONDITIONINGS",
     "DEFAULT_CONDITIONING",
     "MODEL_TYPES",
@@ -175,6 +178,9 @@ PRESETS: dict[str, BackbonePreset] = {
     # on DDPM's linear schedule, learned variance): the FFHQ checkpoint of DPS (~94M parameters) and ImageNet's.
     "adm-256": BackbonePreset(256, 128, (1, 1, 2, 2, 4, 4), 1, (16,), model_type="adm"),
     "adm-large-256": BackbonePreset(256, 256, (1, 1, 2, 2, 4, 4), 2, (32, 16, 8), model_type="adm"),
+    # EDM's class-conditional ImageNet-64 ADM (deepinv's ADMUNet, ``edm-imagenet64-cond``; exactps.admunet):
+    # ~296M parameters, 1000 class labels.
+    "adm-64": BackbonePreset(64, 192, (1, 2, 3, 4), 3, (32, 16, 8), model_type="edm-adm"),
 }
 
 
@@ -439,26 +445,41 @@ class EPSDenoiser(nn.Module):
         return list(result.missing_keys)
 
 
+#: The blocks :func:`checkpoint_blocks` recomputes: deepinv's DDPM++/NCSN++ ``UNetBlock`` and guided
+#: diffusion's (``DiffUNet``) residual and attention blocks.
+CHECKPOINTED_BLOCKS: tuple[type[nn.Module], ...] = (UNetBlock, ResBlock, AttentionBlock)
+
+
 def checkpoint_blocks(model: nn.Module) -> nn.Module:
     """Gradient checkpointing of every U-Net block inside ``model`` (in place); returns ``model``.
 
-    Each block (deepinv's ``UNetBlock``) keeps only its inputs for the backward pass and recomputes its
+    Each block (:data:`CHECKPOINTED_BLOCKS`) keeps only its inputs for the backward pass and recomputes its
     activations there (``torch.utils.checkpoint``, non-reentrant): the same values and gradients for
     about a third more compute, and the activation memory of one block instead of all of them, which is
     what lets the larger backbones train on large micro-batches. Without gradients (sampling) blocks run
-    as usual."""
+    as usual. A diffusers model inside ``model`` gets diffusers' own ``enable_gradient_checkpointing()``
+    (the same non-reentrant checkpointing of its blocks, also only while gradients are enabled)."""
     for block in model.modules():
-        if isinstance(block, UNetBlock) and not getattr(block, "_checkpointed", False):
+        if isinstance(block, CHECKPOINTED_BLOCKS) and not getattr(block, "_checkpointed", False):
             block.forward = _checkpointed(block.forward)
             block._checkpointed = True
+        elif _is_diffusers_model(block):
+            block.enable_gradient_checkpointing()
     return model
 
 
-def _checkpointed(forward: Callable[[Tensor, Tensor], Tensor]) -> Callable[[Tensor, Tensor], Tensor]:
-    def run(x: Tensor, emb: Tensor) -> Tensor:
+def _is_diffusers_model(module: nn.Module) -> bool:
+    """Whether ``module`` is a diffusers ``ModelMixin`` that supports gradient checkpointing."""
+    return bool(getattr(module, "_supports_gradient_checkpointing", False)) and hasattr(
+        module, "enable_gradient_checkpointing"
+    )
+
+
+def _checkpointed(forward: Callable[..., Tensor]) -> Callable[..., Tensor]:
+    def run(*inputs: Tensor) -> Tensor:
         if torch.is_grad_enabled():
-            return checkpoint(forward, x, emb, use_reentrant=False)
-        return forward(x, emb)
+            return checkpoint(forward, *inputs, use_reentrant=False)
+        return forward(*inputs)
 
     return run
 

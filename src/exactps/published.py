@@ -27,6 +27,10 @@ k(sigma))`` (:mod:`exactps.vpnets`, :class:`~exactps.vpnets.ADMDenoiser`). deepi
 (``deepinv.models.utils.load_state_dict_from_url`` on the URL ``DiffUNet(pretrained="download")`` uses)
 fetches them, and they are loaded strictly into deepinv's ``DiffUNet``. Their ``sigma_data`` is the data
 standard deviation of the EPS training loss only (their preconditioning does not use it).
+
+EDM's class-conditional ImageNet-64 ADM (``edm-imagenet64-cond``, preset ``adm-64``, deepinv's ``ADMUNet``)
+has EDM's preconditioning and 1000 class labels (``label_dim``): it is used only with an explicit label
+vector (:mod:`exactps.admunet`), and refused by name without one before anything is fetched.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ import torch
 from deepinv.models.utils import get_weights_url, load_state_dict_from_url
 from torch import Tensor
 
+from exactps.admunet import IMAGENET_CLASSES, build_admunet
 from exactps.networks import PRESETS, build_backbone
 from exactps.vpnets import build_adm_unet
 
@@ -118,6 +123,17 @@ def _deepinv_diffunet(name: str, prior: PublishedPrior) -> dict[str, Tensor]:
     return net.state_dict()
 
 
+def _deepinv_admunet(name: str, prior: PublishedPrior) -> dict[str, Tensor]:
+    """The state dict of EDM's class-conditional ImageNet-64 ADM, fetched and cached by deepinv's loader (the
+    file ``ADMUNet(pretrained="edm-imagenet64-cond")`` reads) and strictly loaded into deepinv's ``ADMUNet``
+    of the entry's preset with its 1000 labels (passed explicitly: deepinv sets them only for some names)."""
+    state = load_state_dict_from_url(prior.url, map_location="cpu", file_name=prior.file_name)
+    with torch.random.fork_rng(devices=[]):
+        net = build_admunet(prior.preset, prior.channels, sigma_data=prior.sigma_data)
+    net.load_state_dict(state, strict=True)
+    return net.state_dict()
+
+
 #: THE table of published priors (deepinv's names for EDM's checkpoints; guided diffusion's by their data).
 PUBLISHED: dict[str, PublishedPrior] = {
     "edm-ffhq-64x64-uncond-vp": PublishedPrior("base-64", _deepinv_ncsnpp, "edm-ffhq-64x64-uncond-vp.pt", "FFHQ 64x64"),
@@ -137,6 +153,13 @@ PUBLISHED: dict[str, PublishedPrior] = {
         "diffusion_openai.pt",
         "ImageNet 256x256 (guided diffusion's 256x256_diffusion_uncond.pt)",
         repository="diffunet",
+    ),
+    "edm-imagenet64-cond": PublishedPrior(
+        "adm-64",
+        _deepinv_admunet,
+        "adm-imagenet64-cond.pt",
+        "ImageNet 64x64, class-conditional (EDM's ADM; labels: exactps.admunet)",
+        label_dim=IMAGENET_CLASSES,
     ),
 }
 

@@ -205,10 +205,17 @@ class VPDenoiser(EPSDenoiser):
         return [k for k in self.state_dict() if k.startswith("sigma_y_embed.") or k.endswith("extra_weight")]
 
     def load_backbone(self, state_dict: dict[str, Tensor]) -> list[str]:
-        """Load the source network's state dict (its own keys, or this model's ``net.*``); only the
-        conditioning weights may be missing. Returns them."""
-        missing = super().load_backbone(state_dict)
-        return missing + [k for k in self.conditioning_keys() if k.startswith("sigma_y_embed.")]
+        """Load the source network's state dict (its own keys, or this model's ``net.*``, with or without
+        the ``s_y`` embedding ``sigma_y_embed.*``); only the conditioning weights may be missing. Returns them."""
+        embed = {k: v for k, v in state_dict.items() if k.startswith("sigma_y_embed.")}  # an EPS model's own
+        missing = super().load_backbone({k: v for k, v in state_dict.items() if k not in embed})
+        own = [k for k in self.conditioning_keys() if k.startswith("sigma_y_embed.")]
+        if not embed:
+            return missing + own
+        if sorted(embed) != sorted(own):
+            raise KeyError(f"s_y embedding mismatch: the model has {own}, the state dict {sorted(embed)}")
+        self.load_state_dict(embed, strict=False)
+        return missing
 
 
 # -- guided diffusion's ADM (deepinv's DiffUNet) ------------------------------------------------------------

@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
+from exactps.admunet import CLASS_LABELS, check_class_labels
 from exactps.checkpoint import checkpoint_step, list_checkpoints
 from exactps.cli.options import THREADS_HELP, csv_list
 from exactps.data import open_data
+from exactps.diffusers_unet import DIFFUSERS_PRESET, DiffusersBackbone, is_diffusers_folder, read_diffusers_folder
 from exactps.models import OBJECTIVES, ModelConfig, get_objective
 from exactps.networks import CONDITIONINGS, PRESETS
 from exactps.published import check_fits, get_published, is_published, published_names
@@ -70,9 +73,18 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     p.add_argument(
         "--init",
         default=None,
-        metavar="FILE|NAME",
-        help="initialise from this unconditional checkpoint or weights file, or from a published prior fetched "
+        metavar="FILE|DIR|NAME",
+        help="initialise from this unconditional checkpoint or weights file, a diffusers UNet2DModel folder "
+        "(epsilon or v prediction on a DDPM schedule: its U-Net is the network), or a published prior fetched "
         f"by deepinv: {', '.join(published_names())} (its preset is then the default --preset)",
+    )
+    p.add_argument(
+        "--class-labels",
+        choices=tuple(CLASS_LABELS),
+        default=None,
+        help="the label vector of a class-conditional network (preset adm-64, edm-imagenet64-cond), which it "
+        "needs: exactps carries no class labels, so unconditional use is explicit: uniform (the mean class "
+        "embedding) or zero (no class embedding)",
     )
     p.add_argument(
         "--resume",
@@ -143,7 +155,7 @@ _TRAIN_OPTIONS = {
     "workers": "num_workers",
 }
 _RESUMABLE = {"steps", "log_every", "ckpt_every", "grid_every", "keep", "workers"}
-_MODEL_OPTIONS = ("preset", "conditioning", "channels", "size", "init", "data")
+_MODEL_OPTIONS = ("preset", "conditioning", "channels", "size", "init", "data", "class_labels")
 
 
 def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -213,18 +225,46 @@ def _configs_from_args(args: argparse.Namespace) -> tuple[TrainConfig, ModelConf
     if "warmup_steps" not in overrides:
         overrides["warmup_steps"] = default_warmup(overrides.get("steps", TrainConfig.steps))
     cfg = TrainConfig(**overrides).validate()
+    conditioning = args.conditioning or get_objective(cfg.objective).conditioning or ModelConfig.conditioning
+    if is_diffusers_folder(args.init):
+        mcfg = _diffusers_model_config(args, read_diffusers_folder(args.init).backbone, conditioning, cfg.sigma_data)
+    else:
+        mcfg = _preset_model_config(args, conditioning, cfg.sigma_data)
+    data = "builtin" if args.data == "builtin" else str(Path(args.data).resolve())  # resumable from anywhere
+    return cfg, mcfg, {"data": data, "size": mcfg.image_size, "channels": mcfg.channels}
+
+
+def _preset_model_config(args: argparse.Namespace, conditioning: str, sigma_data: float) -> ModelConfig:
+    """The network of a preset (``--preset``, a published ``--init``'s, or the default)."""
     preset = args.preset or _init_preset(args.init) or ModelConfig.preset
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
-    conditioning = args.conditioning or get_objective(cfg.objective).conditioning or ModelConfig.conditioning
     if args.size is not None:
         check_image_size(args.size, preset)
     size = args.size or PRESETS[preset].img_resolution
     channels = args.channels or 3
-    _check_init(args.init, preset, channels, cfg.sigma_data)
-    mcfg = ModelConfig(preset, channels, conditioning, cfg.sigma_data, size)
-    data = "builtin" if args.data == "builtin" else str(Path(args.data).resolve())  # resumable from anywhere
-    return cfg, mcfg, {"data": data, "size": size, "channels": channels}
+    check_class_labels(PRESETS[preset].model_type, args.class_labels, args.init or f"the {preset!r} network")
+    _check_init(args.init, preset, channels, sigma_data)
+    return ModelConfig(preset, channels, conditioning, sigma_data, size, class_labels=args.class_labels)
+
+
+def _diffusers_model_config(
+    args: argparse.Namespace, backbone: DiffusersBackbone, conditioning: str, sigma_data: float
+) -> ModelConfig:
+    """``--init DIR``, a diffusers folder: its U-Net is the network (``--preset`` and ``--channels``, when
+    given, must agree with it; ``--size`` defaults to its ``sample_size``)."""
+    where = f"--init {args.init}, a diffusers UNet2DModel folder (the network is its U-Net)"
+    if args.preset not in (None, DIFFUSERS_PRESET):
+        raise ValueError(f"--preset {args.preset} does not fit {where}; leave --preset out")
+    if args.channels not in (None, backbone.channels):
+        raise ValueError(
+            f"--channels {args.channels} does not fit {where}: it reads {backbone.channels}-channel images"
+        )
+    check_class_labels(DIFFUSERS_PRESET, args.class_labels, where)
+    if args.size is not None:
+        check_image_size(args.size, backbone.preset)
+    mcfg = ModelConfig.from_diffusers(backbone, conditioning, sigma_data)
+    return replace(mcfg, resolution=args.size or mcfg.resolution)
 
 
 def resolve_resume(path: str | Path) -> Path:

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from exactps.models import ModelConfig, build_model, get_objective, load_pretrained
-from exactps.networks import PRESETS, count_parameters
+from exactps.networks import PRESETS, BackbonePreset, count_parameters
 from exactps.objectives import sigma_y_range
 from exactps.runtime import device_memory
 from exactps.tasks import NO_MEASUREMENT, make_task_operator
@@ -44,21 +44,22 @@ class InsufficientMemoryError(ValueError):
     """The run's training step would not fit in the device's memory (raised before any work)."""
 
 
-def _activation_width(preset: str) -> float:
+def _activation_width(p: BackbonePreset) -> float:
     """``model_channels * sum_l channel_mult[l] (num_blocks + 1) / 4^l``: the channels per image pixel
     that the U-Net keeps across its levels (each level halves H and W)."""
-    p = PRESETS[preset]
     return p.model_channels * sum(m * (p.num_blocks + 1) / 4**level for level, m in enumerate(p.channel_mult))
 
 
-def check_image_size(size: int, preset: str) -> None:
+def check_image_size(size: int, preset: str | BackbonePreset) -> None:
     """Raise ``ValueError`` unless ``size`` is a positive multiple of ``2^(levels - 1)`` (the U-Net
-    halves the image ``levels - 1`` times)."""
-    step = PRESETS[preset].size_multiple
-    if size < 1 or size % step:
+    halves the image ``levels - 1`` times); ``preset`` is a name of :data:`~exactps.networks.PRESETS` or
+    a network's own :class:`~exactps.networks.BackbonePreset`."""
+    p = PRESETS[preset] if isinstance(preset, str) else preset
+    name = repr(preset) if isinstance(preset, str) else f"{p.model_type!r}"
+    if size < 1 or size % p.size_multiple:
         raise ValueError(
-            f"--size {size} does not work with the {preset!r} preset: it must be a positive multiple of {step} "
-            f"(the preset's default is {PRESETS[preset].img_resolution})"
+            f"--size {size} does not work with the {name} preset: it must be a positive multiple of "
+            f"{p.size_multiple} (the preset's default is {p.img_resolution})"
         )
 
 
@@ -72,7 +73,7 @@ def estimate_step_memory(
     the ~48 a block stores): the activation term is scaled by ``_CHECKPOINT_FRACTION`` (an allowance, not
     a calibration)."""
     pixels = micro_batch * model_config.image_size**2
-    activations = pixels * _activation_width(model_config.preset) * _ACTIVATION_BYTES
+    activations = pixels * _activation_width(model_config.backbone_preset) * _ACTIVATION_BYTES
     if grad_checkpoint:
         activations *= _CHECKPOINT_FRACTION
     return int(parameters * _PARAMETER_BYTES + activations)
