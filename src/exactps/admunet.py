@@ -7,16 +7,19 @@ EDM trained Dhariwal and Nichol's ADM U-Net with its own preconditioning (``sigm
 
 at ``A = 0`` exactly deepinv's ``ADMUNet.forward(x, sigma, class_labels, input_in_minus_one_one=True)``.
 The network is *class-conditional*: its embedding adds ``E l`` for a label vector ``l`` (one-hot over the
-1000 ImageNet classes at training, ``E`` = ``map_label``, no bias). exactps' data and samplers carry no
-class labels, so a class-conditional prior used without labels is refused by name
-(:class:`ClassLabelsError`) before any work, and unconditional use is an explicit choice of label vector
-(:data:`CLASS_LABELS`, ``ModelConfig.class_labels``, ``exactps train --class-labels``):
+1000 ImageNet classes at training, ``E`` = ``map_label``, no bias). Using it without labels is refused by
+name (:class:`ClassLabelsError`) before any work; ``class_labels`` (``ModelConfig.class_labels``,
+``exactps train --class-labels``) says where the labels come from:
 
+* ``folder`` (:data:`~exactps.classes.FOLDER_LABELS`): the true class of each image, passed with every call
+  (``model(m, noise, class_labels=)``: class indices ``(B,)``, one-hot encoded here, or label vectors
+  ``(B, K)``; :func:`exactps.classes.with_class_labels`), read from a folder with one sub-folder per class
+  (:class:`exactps.classes.ClassFolder`); a call without them is a :class:`ClassLabelsError`;
 * ``uniform``: ``l = 1/K`` in every class, so ``E l`` is the mean class embedding (the network never saw
   it in training: an approximation of the unconditional prior, not EDM's model of it);
 * ``zero``: ``l = 0``, no class embedding at all (also never seen in training).
 
-Per-image labels (the true class, as the paper evaluates) are not supported yet.
+With ``uniform`` or ``zero``, labels passed with a call still take precedence.
 
 The ``s_y`` embedding enters through ADM's augmentation path (``map_augment``, a linear layer added to the
 noise embedding before the embedding MLP, absent from the published checkpoint, which has no augmentation),
@@ -34,6 +37,7 @@ import torch
 from deepinv.models import ADMUNet
 from torch import Tensor, nn
 
+from exactps.classes import FOLDER_LABELS, ClassLabelsError
 from exactps.covariance import PivotNoise
 from exactps.networks import PRESETS, BackbonePreset, EPSDenoiser
 
@@ -41,6 +45,7 @@ __all__ = [
     "CLASS_LABELS",
     "EDM_ADM_MODEL_TYPE",
     "IMAGENET_CLASSES",
+    "LABEL_CHOICES",
     "ADMUNetDenoiser",
     "ClassLabelsError",
     "build_admunet",
@@ -53,11 +58,6 @@ EDM_ADM_MODEL_TYPE = "edm-adm"
 IMAGENET_CLASSES = 1000
 
 
-class ClassLabelsError(ValueError):
-    """A class-conditional network used without saying which label vector it gets (or labels for a
-    network that takes none)."""
-
-
 #: THE table of explicit label vectors for unconditional use: ``name -> (batch, K, like) -> (batch, K)``.
 CLASS_LABELS: dict[str, Callable[[int, int, Tensor], Tensor]] = {
     "uniform": lambda batch, k, like: torch.full((batch, k), 1.0 / k, dtype=like.dtype, device=like.device),
@@ -65,18 +65,23 @@ CLASS_LABELS: dict[str, Callable[[int, int, Tensor], Tensor]] = {
 }
 
 
+#: Every choice of ``class_labels``: per-image labels from class folders, or a fixed vector of :data:`CLASS_LABELS`.
+LABEL_CHOICES: tuple[str, ...] = (FOLDER_LABELS, *CLASS_LABELS)
+
+
 def check_class_labels(model_type: str, class_labels: str | None, what: str = "this network") -> None:
     """Raise :class:`ClassLabelsError` naming the problem: a class-conditional ``model_type`` without a
-    choice of :data:`CLASS_LABELS`, an unknown choice, or a choice for a network that takes no labels."""
+    choice of :data:`LABEL_CHOICES`, an unknown choice, or a choice for a network that takes no labels."""
     conditional = model_type == EDM_ADM_MODEL_TYPE
     if conditional and class_labels is None:
         raise ClassLabelsError(
             f"class-conditional prior used without labels: {what} takes one of {IMAGENET_CLASSES} class labels per "
-            "image, which exactps' data and samplers do not carry; to use it unconditionally, say so with "
-            f"--class-labels {' or '.join(CLASS_LABELS)} (uniform: the mean class embedding; zero: none)"
+            f"image; say where they come from: --class-labels {FOLDER_LABELS} (the true class of each image, from "
+            "a folder with one sub-folder per class), or, to use it unconditionally, --class-labels "
+            f"{' or '.join(CLASS_LABELS)} (uniform: the mean class embedding; zero: none)"
         )
-    if conditional and class_labels not in CLASS_LABELS:
-        raise ClassLabelsError(f"class labels must be one of {', '.join(CLASS_LABELS)}, got {class_labels!r}")
+    if conditional and class_labels not in LABEL_CHOICES:
+        raise ClassLabelsError(f"class labels must be one of {', '.join(LABEL_CHOICES)}, got {class_labels!r}")
     if not conditional and class_labels is not None:
         raise ClassLabelsError(f"{what} is not class-conditional: --class-labels {class_labels} does not apply")
 
@@ -111,8 +116,8 @@ def build_admunet(
 
 
 class ADMUNetDenoiser(EPSDenoiser):
-    """EDM's class-conditional ADM as an EPS denoiser (module docstring); ``class_labels`` is the label
-    vector's name in :data:`CLASS_LABELS` (None is refused: :class:`ClassLabelsError`)."""
+    """EDM's class-conditional ADM as an EPS denoiser (module docstring); ``class_labels`` is one of
+    :data:`LABEL_CHOICES` (None is refused: :class:`ClassLabelsError`)."""
 
     def __init__(
         self,
@@ -136,13 +141,32 @@ class ADMUNetDenoiser(EPSDenoiser):
         input by ``sqrt(dim)`` as DDPM++'s label path does, so the base class's division is undone."""
         return super().sigma_y_features(noise, like) * math.sqrt(self.embed_dim)
 
-    def label_vector(self, like: Tensor) -> Tensor:
-        """The ``(B, K)`` label vector of :data:`CLASS_LABELS` ``[class_labels]``."""
-        return CLASS_LABELS[self.class_labels](like.shape[0], IMAGENET_CLASSES, like)  # type: ignore[index]
+    def class_vectors(self, class_labels: Tensor | None, like: Tensor) -> Tensor:
+        """The ``(B, K)`` label vectors: one-hot of class indices ``(B,)``, label vectors ``(B, K)`` as they
+        are, or without labels the fixed vector of :data:`CLASS_LABELS` ``[class_labels]``
+        (:class:`ClassLabelsError` for a network that needs per-image labels)."""
+        batch = like.shape[0]
+        if class_labels is None:
+            if self.class_labels == FOLDER_LABELS:
+                raise ClassLabelsError(
+                    f"class-conditional prior used without labels: this network takes the class of each image "
+                    f"(--class-labels {FOLDER_LABELS}); pass them (class_labels=, or a test folder with one "
+                    "sub-folder per class)"
+                )
+            return CLASS_LABELS[self.class_labels](batch, IMAGENET_CLASSES, like)  # type: ignore[index]
+        if class_labels.shape[0] != batch:
+            raise ClassLabelsError(f"{class_labels.shape[0]} class labels for {batch} images")
+        if not class_labels.is_floating_point():
+            if class_labels.ndim != 1 or not bool(((class_labels >= 0) & (class_labels < IMAGENET_CLASSES)).all()):
+                raise ClassLabelsError(f"class indices must be (B,) in [0, {IMAGENET_CLASSES}), got {class_labels}")
+            return torch.nn.functional.one_hot(class_labels.long(), IMAGENET_CLASSES).to(like.dtype)
+        if class_labels.shape != (batch, IMAGENET_CLASSES):
+            raise ClassLabelsError(f"label vectors must be (B, {IMAGENET_CLASSES}), got {tuple(class_labels.shape)}")
+        return class_labels.to(like.dtype)
 
-    def forward_network(self, x: Tensor, c_noise: Tensor, labels: Tensor | None) -> Tensor:
-        """deepinv's ``forward_unet``: the label vector as class labels, the ``s_y`` features as augmentation."""
-        return self.net.forward_unet(x, c_noise, class_labels=self.label_vector(x), augment_labels=labels)
+    def forward_network(self, x: Tensor, c_noise: Tensor, labels: Tensor | None, classes: Tensor | None) -> Tensor:
+        """deepinv's ``forward_unet``: the label vectors as class labels, the ``s_y`` features as augmentation."""
+        return self.net.forward_unet(x, c_noise, class_labels=classes, augment_labels=labels)
 
     def conditioning_keys(self) -> list[str]:
         """The zero-initialised weights: the ``s_y`` path (``map_augment``) and the widened convolution."""

@@ -373,10 +373,15 @@ class BuiltinSource:
         return builtin_crops(n, self.size, generator=generator, channels=self.channels, split=self.split)
 
 
-def open_data(spec: str, size: int, channels: int = 3) -> Any:
+def open_data(spec: str, size: int, channels: int = 3, classes: Sequence[str] | None = None) -> Any:
     """``"builtin"`` -> :class:`BuiltinSource`; a ``.safetensors`` Gaussian-mixture file (written by
     :func:`exactps.mixture_fit.save_mixture`) -> the mixture, sampled afresh at every step; a directory ->
-    :class:`exactps.data.ImageFolder`."""
+    :class:`exactps.data.ImageFolder`, or with ``classes`` (class names in index order) a folder with one
+    sub-folder per class, whose items carry their class (:class:`exactps.classes.ClassFolder`)."""
+    if classes is not None:
+        from exactps.classes import ClassFolder  # lazy: exactps.classes builds on this module
+
+        return ClassFolder(spec, size, channels, classes)
     if spec == "builtin":
         return BuiltinSource(size, channels)
     if Path(spec).suffix == ".safetensors" and Path(spec).is_file():

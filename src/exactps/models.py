@@ -67,7 +67,10 @@ class ModelConfig:
     a diffusers U-Net and its schedule (:meth:`exactps.diffusers_unet.DiffusersBackbone.record`); None
     for the presets (and in records written before it existed). ``class_labels`` is the explicit label
     vector of a class-conditional network (a name of :data:`exactps.admunet.CLASS_LABELS`; None for the
-    others, and a class-conditional network without it is refused: :class:`~exactps.admunet.ClassLabelsError`).
+    others, and a class-conditional network without it is refused: :class:`~exactps.admunet.ClassLabelsError`);
+    with ``class_labels == "folder"`` (per-image labels), ``class_names`` are the classes in index order
+    (:func:`exactps.classes.class_names` of the training folder), so that any folder read for this network
+    later is numbered the same way.
     """
 
     preset: str = "small-64"
@@ -77,6 +80,7 @@ class ModelConfig:
     resolution: int | None = None
     backbone: dict[str, Any] | None = None
     class_labels: str | None = None
+    class_names: list[str] | None = None
 
     @classmethod
     def from_diffusers(cls, backbone: DiffusersBackbone, conditioning: str, sigma_data: float = 0.5) -> ModelConfig:

@@ -71,6 +71,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from exactps.batch import as_batch, per_batch
+from exactps.classes import ClassLabelsError
 from exactps.covariance import IsotropicNoise, PivotNoise
 
 __all__ = [
@@ -372,34 +373,46 @@ class EPSDenoiser(nn.Module):
         if m.ndim != 4 or m.shape[1] != self.channels:
             raise ValueError(f"expected images (B, {self.channels}, H, W), got {tuple(m.shape)}")
 
-    def run_unet(self, x: Tensor, c_noise: Tensor, labels: Tensor | None) -> Tensor:
+    def run_unet(self, x: Tensor, c_noise: Tensor, labels: Tensor | None, classes: Tensor | None = None) -> Tensor:
         """The U-Net ``F`` on inputs of any ``H x W``: padded (reflection) at the bottom and right to
         multiples of ``2^(levels - 1)`` (:attr:`BackbonePreset.size_multiple`), output cropped back,
-        so a photo is restored at its own size; inputs of such a size are passed as they are."""
+        so a photo is restored at its own size; inputs of such a size are passed as they are. ``classes``: the
+        ``(B, K)`` label vectors of a class-conditional network (:meth:`class_vectors`)."""
         step = self.preset.size_multiple
         h, w = x.shape[-2:]
         pad_h, pad_w = -h % step, -w % step
         if pad_h or pad_w:
             mode = "reflect" if pad_h < h and pad_w < w else "replicate"
             x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
-        return self.forward_network(x, c_noise, labels)[..., :h, :w]
+        return self.forward_network(x, c_noise, labels, classes)[..., :h, :w]
 
-    def forward_network(self, x: Tensor, c_noise: Tensor, labels: Tensor | None) -> Tensor:
-        """The backbone on padded inputs: deepinv's ``forward_unet`` (no preconditioning)."""
+    def forward_network(self, x: Tensor, c_noise: Tensor, labels: Tensor | None, classes: Tensor | None) -> Tensor:
+        """The backbone on padded inputs: deepinv's ``forward_unet`` (no preconditioning); ``labels`` are the
+        ``s_y`` features, ``classes`` None (this network takes no class labels)."""
         return self.net.forward_unet(x, c_noise, class_labels=labels)
+
+    def class_vectors(self, class_labels: Tensor | None, like: Tensor) -> Tensor | None:
+        """The label vectors of ``class_labels`` for the backbone: None, as this network is not
+        class-conditional (labels given to it are a :class:`~exactps.classes.ClassLabelsError`)."""
+        if class_labels is not None:
+            raise ClassLabelsError(f"{type(self).__name__} is not class-conditional: it takes no class labels")
+        return None
 
     @property
     def weight_dtype(self) -> torch.dtype:
         """The dtype of the backbone's weights (inputs are cast to it)."""
         return self.net.map_layer0.weight.dtype
 
-    def forward(self, m: Tensor, noise: PivotNoise) -> Tensor:
-        """``x0 = c_skip(S_t) m + c_out(S_t) F(c_in(S_t) m, c_noise, c_y[, map])``."""
+    def forward(self, m: Tensor, noise: PivotNoise, class_labels: Tensor | None = None) -> Tensor:
+        """``x0 = c_skip(S_t) m + c_out(S_t) F(c_in(S_t) m, c_noise, c_y[, map][, class])``; ``class_labels``
+        only for a class-conditional network (:meth:`class_vectors`)."""
         self._check(m)
         dtype = self.weight_dtype
+        classes = self.class_vectors(class_labels, m)
         x = self.backbone_input(m, noise).to(dtype)
         labels = self.sigma_y_features(noise, m).to(dtype) if self.embed_dim else None
-        out = self.run_unet(x, self.c_noise(noise, m).to(dtype), labels).to(m.dtype)
+        classes = classes.to(dtype) if classes is not None else None
+        out = self.run_unet(x, self.c_noise(noise, m).to(dtype), labels, classes).to(m.dtype)
         return noise.apply(self.c_skip, m) + noise.apply(self.c_out, out)
 
     def denoise(self, x: Tensor, sigma: float | Tensor) -> Tensor:

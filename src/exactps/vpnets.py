@@ -186,9 +186,9 @@ class VPDenoiser(EPSDenoiser):
         rho = as_batch(noise.rho, like).to(torch.float64)
         return self.schedule.t_from_ratio(rho).clamp(0, self.schedule.t_max).to(torch.float32)
 
-    def forward_network(self, x: Tensor, c_noise: Tensor, labels: Tensor | None) -> Tensor:
+    def forward_network(self, x: Tensor, c_noise: Tensor, labels: Tensor | None, classes: Tensor | None) -> Tensor:
         """The first ``C`` output channels of the network at timestep ``c_noise``, the ``s_y`` features
-        ``labels`` embedded and added to its time embedding."""
+        ``labels`` embedded and added to its time embedding (``classes``: always None, no class labels)."""
         self._extra_embedding = self.sigma_y_embed(labels) if labels is not None else None
         try:
             out = self.run_network(x, c_noise)

@@ -12,8 +12,9 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from exactps.admunet import CLASS_LABELS, check_class_labels
+from exactps.admunet import IMAGENET_CLASSES, LABEL_CHOICES, check_class_labels
 from exactps.checkpoint import checkpoint_step, list_checkpoints
+from exactps.classes import FOLDER_LABELS, ClassLabelsError, class_names
 from exactps.cli.options import THREADS_HELP, csv_list
 from exactps.data import open_data
 from exactps.diffusers_unet import DIFFUSERS_PRESET, DiffusersBackbone, is_diffusers_folder, read_diffusers_folder
@@ -80,11 +81,12 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     )
     p.add_argument(
         "--class-labels",
-        choices=tuple(CLASS_LABELS),
+        choices=LABEL_CHOICES,
         default=None,
-        help="the label vector of a class-conditional network (preset adm-64, edm-imagenet64-cond), which it "
-        "needs: exactps carries no class labels, so unconditional use is explicit: uniform (the mean class "
-        "embedding) or zero (no class embedding)",
+        help="the class labels of a class-conditional network (preset adm-64, edm-imagenet64-cond), which it "
+        f"needs: {FOLDER_LABELS} (the true class of each image: --data has one sub-folder per class, sorted names "
+        "= class indices, recorded in the run), or, for unconditional use, uniform (the mean class embedding) or "
+        "zero (no class embedding)",
     )
     p.add_argument(
         "--resume",
@@ -244,8 +246,27 @@ def _preset_model_config(args: argparse.Namespace, conditioning: str, sigma_data
     size = args.size or PRESETS[preset].img_resolution
     channels = args.channels or 3
     check_class_labels(PRESETS[preset].model_type, args.class_labels, args.init or f"the {preset!r} network")
+    names = _class_names(args) if args.class_labels == FOLDER_LABELS else None
     _check_init(args.init, preset, channels, sigma_data)
-    return ModelConfig(preset, channels, conditioning, sigma_data, size, class_labels=args.class_labels)
+    labels = args.class_labels
+    return ModelConfig(preset, channels, conditioning, sigma_data, size, class_labels=labels, class_names=names)
+
+
+def _class_names(args: argparse.Namespace) -> list[str]:
+    """The classes of ``--data`` for ``--class-labels folder``; a published ``--init`` prior numbers
+    ImageNet's classes, so the folder must have all of them (sorted names; empty sub-folders count)."""
+    if args.data == "builtin" or not Path(args.data).is_dir():
+        raise ClassLabelsError(
+            f"--class-labels {FOLDER_LABELS} needs --data to be a folder with one sub-folder per class"
+        )
+    names = class_names(args.data)
+    if is_published(args.init) and len(names) != IMAGENET_CLASSES:
+        raise ClassLabelsError(
+            f"--init {args.init} numbers ImageNet's {IMAGENET_CLASSES} classes in sorted order, but --data "
+            f"{args.data} has {len(names)} class sub-folders: give it all {IMAGENET_CLASSES} (empty ones count), "
+            "so that every class keeps its index"
+        )
+    return names
 
 
 def _diffusers_model_config(
@@ -337,7 +358,8 @@ def run(args: argparse.Namespace) -> int:
             out = Path(args.out)
         device = default_device() if args.device is None else torch.device(args.device)
         check_step_memory(cfg, mcfg, device, dist_info()[1])
-        data = open_data(run_info["data"], int(run_info["size"]), int(run_info["channels"]))
+        classes = mcfg.class_names if mcfg.class_labels == FOLDER_LABELS else None
+        data = open_data(run_info["data"], int(run_info["size"]), int(run_info["channels"]), classes)
         run_training(
             cfg,
             mcfg,

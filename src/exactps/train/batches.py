@@ -18,9 +18,23 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from exactps.classes import LabelledImages
 from exactps.seeds import TrainSeed, derive_seed, seeded_global_rng
 
-__all__ = ["ShardLayout", "StepBatches", "StepKeys", "first_shard", "is_indexable", "is_sampler", "micro_batches"]
+__all__ = [
+    "Batch",
+    "ShardLayout",
+    "StepBatches",
+    "StepKeys",
+    "first_shard",
+    "head",
+    "is_indexable",
+    "is_sampler",
+    "micro_batches",
+]
+
+#: A micro-batch: images ``(B, C, H, W)``, or images with their class indices (a :class:`~exactps.classes.ClassFolder`).
+Batch = Tensor | LabelledImages
 
 
 @dataclass(frozen=True)
@@ -73,7 +87,8 @@ class StepBatches(Dataset):
     * a map-style dataset or a tensor of images: the global batch of step ``k`` is positions
       ``[k B, (k+1) B)`` of the endless concatenation of per-epoch permutations (seeded by
       ``(seed, epoch)``), shard ``j`` its ``j``-th slice; items are loaded with the global
-      generators seeded by ``(seed, epoch, index)`` (random flips are reproducible too).
+      generators seeded by ``(seed, epoch, index)`` (random flips are reproducible too); a dataset of
+      :class:`~exactps.classes.LabelledImages` gives each image's label with it, from the same index.
     """
 
     def __init__(self, data: Any, micro_batch: int, n_shards: int, seed: int):
@@ -84,13 +99,16 @@ class StepBatches(Dataset):
         self.data, self.micro_batch, self.n_shards, self.seed = data, micro_batch, n_shards, seed
         self._perm: tuple[int, Tensor] | None = None
 
-    def __getitem__(self, key: tuple[int, int]) -> Tensor:
+    def __getitem__(self, key: tuple[int, int]) -> Batch:
         step, shard = key
         if is_sampler(self.data):
             g = torch.Generator().manual_seed(derive_seed(self.seed, TrainSeed.DATA, step, shard))
             return self.data.sample(self.micro_batch, g)
         start = (step * self.n_shards + shard) * self.micro_batch
-        return torch.stack([self._item(p) for p in range(start, start + self.micro_batch)])
+        items = [self._item(p) for p in range(start, start + self.micro_batch)]
+        if isinstance(items[0], LabelledImages):
+            return LabelledImages(*(torch.stack(part) for part in zip(*items, strict=True)))
+        return torch.stack(items)
 
     def _permutation(self, epoch: int) -> Tensor:
         if self._perm is None or self._perm[0] != epoch:
@@ -98,13 +116,14 @@ class StepBatches(Dataset):
             self._perm = (epoch, torch.randperm(len(self.data), generator=g))
         return self._perm[1]
 
-    def _item(self, position: int) -> Tensor:
+    def _item(self, position: int) -> Tensor | LabelledImages:
         epoch, offset = divmod(position, len(self.data))
         index = int(self._permutation(epoch)[offset])
         if isinstance(self.data, Tensor):
             return self.data[index]
         with seeded_global_rng(derive_seed(self.seed, TrainSeed.ITEM, epoch, index)):
-            return torch.as_tensor(self.data[index])
+            item = self.data[index]
+        return item if isinstance(item, LabelledImages) else torch.as_tensor(item)
 
 
 class StepKeys(Sampler):
@@ -124,7 +143,7 @@ class StepKeys(Sampler):
 
 def micro_batches(
     data: Any, layout: ShardLayout, seed: int, start: int, stop: int, workers: int = 0, pin_memory: bool = False
-) -> Iterator[list[Tensor]]:
+) -> Iterator[list[Batch]]:
     """This rank's micro-batches for steps ``start .. stop - 1`` (lists of ``layout.accum`` tensors).
 
     ``data``: a map-style dataset or tensor of images, or an object with ``sample(n, generator)`` (both
@@ -152,9 +171,16 @@ def micro_batches(
         yield list(batch.split(layout.micro_batch))
 
 
-def first_shard(data: Any, layout: ShardLayout, seed: int, n: int) -> Tensor | None:
+def head(batch: Batch, n: int) -> Batch:
+    """A copy of the first ``n`` images of ``batch`` (with their labels)."""
+    if isinstance(batch, LabelledImages):
+        return LabelledImages(batch.images[:n].clone(), batch.labels[:n].clone())
+    return batch[:n].clone()
+
+
+def first_shard(data: Any, layout: ShardLayout, seed: int, n: int) -> Batch | None:
     """The first ``n`` images of step 0's first shard (the same after a resume), or None for a plain
     iterable of batches."""
     if not (is_sampler(data) or is_indexable(data)):
         return None
-    return StepBatches(data, layout.micro_batch, layout.n_shards, seed)[(0, 0)][:n]
+    return head(StepBatches(data, layout.micro_batch, layout.n_shards, seed)[(0, 0)], n)

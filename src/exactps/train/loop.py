@@ -44,6 +44,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from exactps.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state
+from exactps.classes import split_labels, with_class_labels
 from exactps.models import get_objective
 from exactps.networks import checkpoint_blocks, compile_backbone
 from exactps.objectives import sample_sigma_y
@@ -51,7 +52,7 @@ from exactps.operators.base import LinearOperator
 from exactps.runtime import default_device
 from exactps.seeds import TrainSeed, derive_seed, seeded_global_rng
 from exactps.tasks import NO_MEASUREMENT, TASKS, Task
-from exactps.train.batches import ShardLayout, first_shard, micro_batches
+from exactps.train.batches import Batch, ShardLayout, first_shard, head, micro_batches
 from exactps.train.config import TrainConfig, preview_sigma_y
 from exactps.train.distributed import barrier, dist_info
 from exactps.train.preview import preview_rows
@@ -68,7 +69,9 @@ class Trainer:
     ``resume``, which loads its latest checkpoint.
 
     The model is called with its objective's inputs (:attr:`exactps.models.Objective.inputs`):
-    ``model(m, noise)`` for ``denoiser``/``eps``, ``model(x_t/a, rho, cond, s_y)`` for ``conditional``.
+    ``model(m, noise)`` for ``denoiser``/``eps``, ``model(x_t/a, rho, cond, s_y)`` for ``conditional``;
+    with batches of :class:`~exactps.classes.LabelledImages` (a class-conditional network), each image's
+    class goes with it: ``model(m, noise, class_labels=)``.
     ``tasks`` is the registry the task names of ``config`` are looked up in (default
     :data:`exactps.tasks.TASKS`; pass another mapping of names to :class:`~exactps.tasks.Task` to
     train on operators of your own).
@@ -193,15 +196,20 @@ class Trainer:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def _call(self, net: nn.Module) -> Callable[..., Tensor]:
-        def call(*args: Any) -> Tensor:
+    def _call(self, net: nn.Module, labels: Tensor | None = None) -> Callable[..., Tensor]:
+        """``net`` under autocast, with the class ``labels`` of its images bound (None: no labels)."""
+
+        def call(*args: Any, **kw: Any) -> Tensor:
             with self._autocast():
-                return net(*args)
+                return net(*args, **kw)
 
-        return call
+        return with_class_labels(call, labels)
 
-    def shard_loss(self, net: nn.Module, x0: Tensor, task: str, step: int, shard: int) -> Tensor:
-        """The loss of shard ``shard`` of step ``step``: every draw seeded by ``(seed, step, shard)``."""
+    def shard_loss(
+        self, net: nn.Module, x0: Tensor, task: str, step: int, shard: int, labels: Tensor | None = None
+    ) -> Tensor:
+        """The loss of shard ``shard`` of step ``step``: every draw seeded by ``(seed, step, shard)``;
+        ``labels``: the class of each image of ``x0`` (a class-conditional network)."""
         cfg = self.config
         seed = derive_seed(cfg.seed, TrainSeed.SHARD, step, shard)
         g_cpu = torch.Generator().manual_seed(seed)
@@ -210,9 +218,9 @@ class Trainer:
             op = self._operator(task, x0, g_cpu)
             sy = sample_sigma_y(cfg.sigma_y, x0.shape[0], g_dev, self.device, x0.dtype)
             kw = {"p_mean": cfg.p_mean, "p_std": cfg.p_std, "sigma_data": cfg.sigma_data}
-            return self.objective.loss(self._call(net), x0, op, sy, g_dev, **kw)
+            return self.objective.loss(self._call(net, labels), x0, op, sy, g_dev, **kw)
 
-    def train_step(self, micro_batches: Sequence[Tensor]) -> tuple[float, float]:
+    def train_step(self, micro_batches: Sequence[Batch]) -> tuple[float, float]:
         """One optimizer step on this rank's micro-batches; returns ``(mean loss over all ranks, grad norm)``."""
         if len(micro_batches) != self.layout.accum:
             raise ValueError(f"expected {self.layout.accum} micro-batches, got {len(micro_batches)}")
@@ -222,12 +230,12 @@ class Trainer:
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         total = torch.zeros((), device=self.device)
-        for i, (shard, x0) in enumerate(zip(self.layout.shards, micro_batches, strict=True)):
+        for i, (shard, batch) in enumerate(zip(self.layout.shards, micro_batches, strict=True)):
             last = i == len(micro_batches) - 1
             sync = contextlib.nullcontext() if last or self.world == 1 else self.net.no_sync()
             with sync:
-                x0 = x0.to(self.device, self._dtype(), non_blocking=True)
-                loss = self.shard_loss(self.net, x0, task, step, shard)
+                x0, labels = self._on_device(batch)
+                loss = self.shard_loss(self.net, x0, task, step, shard, labels)
                 (loss / self.layout.accum).backward()
             total += loss.detach().float()
         clip = self.config.grad_clip if self.config.grad_clip is not None else math.inf
@@ -247,6 +255,12 @@ class Trainer:
     def _dtype(self) -> torch.dtype:
         return next(self.model.parameters()).dtype
 
+    def _on_device(self, batch: Batch) -> tuple[Tensor, Tensor | None]:
+        """The images of ``batch`` on the device in the weights' dtype, and their labels (None without)."""
+        x0, labels = split_labels(batch)
+        x0 = x0.to(self.device, self._dtype(), non_blocking=True)
+        return x0, None if labels is None else labels.to(self.device, non_blocking=True)
+
     @torch.no_grad()
     def _update_ema(self, decay: float) -> None:
         """``ema <- decay * ema + (1 - decay) * weights``; buffers copied."""
@@ -256,20 +270,21 @@ class Trainer:
             be.copy_(b)
 
     @torch.no_grad()
-    def held_out_loss(self, x0: Tensor, task: str | None = None, seed: int = 12345, use_ema: bool = False) -> float:
-        """The loss of ``x0`` with fixed draws (seed ``seed``), the network in eval mode."""
+    def held_out_loss(self, x0: Batch, task: str | None = None, seed: int = 12345, use_ema: bool = False) -> float:
+        """The loss of ``x0`` (images, or :class:`~exactps.classes.LabelledImages`) with fixed draws (seed
+        ``seed``), the network in eval mode."""
         net = self.ema if use_ema else self.model
         was_training = net.training
         net.eval()
         try:
             task = task or self.task_at(0)
-            x0 = x0.to(self.device, self._dtype())
-            return float(self.shard_loss(net, x0, task, seed, 0))
+            images, labels = self._on_device(x0)
+            return float(self.shard_loss(net, images, task, seed, 0, labels))
         finally:
             net.train(was_training)
 
     # -- the loop -------------------------------------------------------------------------------------------
-    def batches(self, data: Any, stop: int) -> Iterator[list[Tensor]]:
+    def batches(self, data: Any, stop: int) -> Iterator[list[Batch]]:
         """This rank's micro-batches for steps ``self.step .. stop - 1`` (see
         :func:`~exactps.train.batches.micro_batches`)."""
         pin = self.device.type == "cuda"
@@ -300,7 +315,7 @@ class Trainer:
         try:
             for micro in self.batches(data, stop):
                 if preview is None:
-                    preview = micro[0][: cfg.grid_images].clone()
+                    preview = head(micro[0], cfg.grid_images)
                 loss, norm = self.train_step(micro)
                 losses.append(loss)
                 window.append(loss)
@@ -323,7 +338,7 @@ class Trainer:
             self.save()
         return losses
 
-    def preview_images(self, data: Any) -> Tensor | None:
+    def preview_images(self, data: Any) -> Batch | None:
         """The images of every preview grid of the run (:func:`~exactps.train.batches.first_shard`)."""
         return first_shard(data, self.layout, self.config.seed, self.config.grid_images)
 
@@ -345,18 +360,19 @@ class Trainer:
             self.run.append_log(entry)
 
     # -- previews ---------------------------------------------------------------------------------------------
-    def preview(self, x0: Tensor, task: str | None = None) -> list[Tensor]:
+    def preview(self, x0: Batch, task: str | None = None) -> list[Tensor]:
         """Grid rows from the EMA model (:func:`~exactps.train.preview.preview_rows`) for ``task``
-        (default: the first task with a measurement)."""
+        (default: the first task with a measurement); ``x0``: images, or images with their labels."""
         cfg = self.config
         name = task or next((t for t in cfg.tasks if t in self.tasks and self.tasks[t].measures), NO_MEASUREMENT)
-        x0 = x0.to(self.device, self._dtype())
+        images, labels = self._on_device(x0)
         sigma_y = preview_sigma_y(cfg.sigma_y)
-        return preview_rows(self.objective, self._call(self.ema), x0, self._task(name), sigma_y, cfg.seed, cfg.grid_nfe)
+        call = self._call(self.ema, labels)
+        return preview_rows(self.objective, call, images, self._task(name), sigma_y, cfg.seed, cfg.grid_nfe)
 
-    def save_preview(self, x0: Tensor | None) -> Path | None:
+    def save_preview(self, x0: Batch | None) -> Path | None:
         """Write ``grids/step-<k>.png`` (rank 0, when there is a run directory)."""
-        if self.rank != 0 or self.run is None or x0 is None or x0.ndim != 4:
+        if self.rank != 0 or self.run is None or x0 is None or split_labels(x0)[0].ndim != 4:
             return None
         return self.run.save_grid(self.step, self.preview(x0))
 

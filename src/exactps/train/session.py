@@ -9,6 +9,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from exactps.admunet import IMAGENET_CLASSES
+from exactps.classes import FOLDER_LABELS, ClassFolder, ClassLabelsError, with_class_labels
 from exactps.models import ModelConfig, build_model, get_objective, load_pretrained
 from exactps.networks import PRESETS, BackbonePreset, count_parameters
 from exactps.objectives import sigma_y_range
@@ -20,6 +22,7 @@ from exactps.train.loop import Trainer
 
 __all__ = [
     "InsufficientMemoryError",
+    "check_data_labels",
     "check_image_size",
     "check_step_memory",
     "estimate_step_memory",
@@ -97,21 +100,49 @@ def check_step_memory(config: TrainConfig, model_config: ModelConfig, device: to
     )
 
 
+def check_data_labels(model_config: ModelConfig, data: Any) -> None:
+    """Raise :class:`~exactps.classes.ClassLabelsError` (before any work) unless the data carries class labels
+    exactly when the network takes per-image labels (``class_labels == "folder"``), numbered by its
+    ``class_names``."""
+    labelled = isinstance(data, ClassFolder)
+    if model_config.class_labels == FOLDER_LABELS and not labelled:
+        raise ClassLabelsError(
+            f"--class-labels {FOLDER_LABELS} needs the data as a folder with one sub-folder of images per class"
+        )
+    if labelled and model_config.class_labels != FOLDER_LABELS:
+        raise ClassLabelsError(
+            f"the data carries class labels but the network takes none per image (class_labels "
+            f"{model_config.class_labels!r}); only a class-conditional network with --class-labels {FOLDER_LABELS} does"
+        )
+    if not labelled:
+        return
+    if not model_config.class_names or data.classes != list(model_config.class_names):
+        raise ClassLabelsError(
+            f"the classes of {data.root} ({len(data.classes)}) are not those recorded with the network "
+            f"({len(model_config.class_names or [])}): the class indices would change"
+        )
+    if len(data.classes) > IMAGENET_CLASSES:
+        raise ClassLabelsError(f"{data.root} has {len(data.classes)} classes; the network takes {IMAGENET_CLASSES}")
+
+
 @torch.no_grad()
 def preflight(model: nn.Module, config: TrainConfig, model_config: ModelConfig) -> None:
     """Build every task's operator for the run's image shape and call the model once on a zero image
-    per task, so that a bad combination (``sr4`` with a size not divisible by 4, ``colorize`` on grey
-    images, a size the U-Net cannot halve) fails before the run directory is created."""
+    per task (class 0 where it takes per-image labels), so that a bad combination (``sr4`` with a size not
+    divisible by 4, ``colorize`` on grey images, a size the U-Net cannot halve) fails before the run
+    directory is created."""
     shape = model_config.img_shape
     x0 = torch.zeros(1, *shape)
     objective = get_objective(config.objective)
+    per_image = model_config.class_labels == FOLDER_LABELS
+    call = with_class_labels(model, torch.zeros(1, dtype=torch.long) if per_image else None)
     tasks = config.tasks if objective.measures else (NO_MEASUREMENT,)
     was_training = model.training
     model.eval()
     try:
         for task in tasks:
             op = make_task_operator(task, shape, torch.Generator().manual_seed(0))
-            objective.loss(model, x0, op, sigma_y_range(config.sigma_y)[1], torch.Generator().manual_seed(0))
+            objective.loss(call, x0, op, sigma_y_range(config.sigma_y)[1], torch.Generator().manual_seed(0))
     except (ValueError, RuntimeError) as err:
         raise ValueError(f"task {task!r} on {shape} images does not work with this model: {err}") from err
     finally:
@@ -132,6 +163,7 @@ def run_training(
 ) -> Trainer:
     """Build the model (seeded by ``config.seed``), optionally initialise it from ``init``, train on
     ``data`` into ``out`` (or resume it) and return the trainer."""
+    check_data_labels(model_config, data)
     with torch.random.fork_rng(devices=[]):  # the initial weights depend on the seed only
         torch.manual_seed(config.seed)
         model = build_model(config.objective, model_config)
