@@ -4,6 +4,8 @@
   random inpainting masks, and trainers built from them (they run in seconds on a CPU);
 * the ``tiny`` U-Net runs at 16x16 (:func:`train_tiny`, behind the ``runs`` fixture of ``conftest.py``)
   and the images and picture files the sampling tests feed them;
+* EDM's class-conditional ADM shrunk to 16x16 (:func:`shrink_adm`, :func:`random_adm`) and folders of
+  pictures with one sub-folder per class (:func:`class_folder`);
 * :class:`HubServer`: deepinv's Hugging Face repository, offline (published priors written locally, only
   ``torch.hub.download_url_to_file`` redirected to them).
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -249,3 +252,37 @@ class HubServer:
         server = cls(tmp_path / "server")
         monkeypatch.setattr(torch.hub, "download_url_to_file", server.download)
         return server
+
+
+# -- EDM's class-conditional ADM, shrunk, and class folders -----------------------------------------------------
+
+#: the classes of :func:`class_folder`, whose pixels say which: ``dark`` below mid-grey, ``light`` above
+CLASSES = ["dark", "light"]
+
+
+def shrink_adm(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``adm-64`` at 16x16 with two levels (cheap random networks; deepinv's ``ADMUNet`` key names)."""
+    small = replace(PRESETS["adm-64"], img_resolution=16, model_channels=64, channel_mult=(1, 2), num_blocks=1,
+                    attn_resolutions=(8,), dropout=0.0)  # fmt: skip
+    monkeypatch.setitem(PRESETS, "adm-64", small)
+
+
+def random_adm(seed: int = 0) -> nn.Module:
+    """deepinv's ``ADMUNet`` of ``adm-64`` with every weight random (the zero-initialised ones included)."""
+    torch.manual_seed(seed)
+    net = build_admunet("adm-64")
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return net.eval()
+
+
+def class_folder(root: Path, per_class: int = 3, size: int = 16) -> Path:
+    """``root/dark`` and ``root/light`` (:data:`CLASSES`), ``per_class`` PNGs each; the class is in the pixels."""
+    rng = np.random.default_rng(0)
+    for k, name in enumerate(CLASSES):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 100, (size, size, 3)) + 150 * k  # dark: 0..99, light: 150..249
+            Image.fromarray(pixels.astype(np.uint8)).save(root / name / f"{i}.png")
+    return root

@@ -10,54 +10,30 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
+from helpers import CLASSES, class_folder, random_adm, shrink_adm
 from PIL import Image
 
-from exactps.admunet import ADMUNetDenoiser, build_admunet
+from exactps.admunet import ADMUNetDenoiser
 from exactps.classes import ClassFolder, ClassLabelsError, LabelledImages, class_names, with_class_labels
 from exactps.cli.train import add_train_arguments
 from exactps.cli.train import run as train_main
 from exactps.covariance import IsotropicNoise
 from exactps.loading import load_model
 from exactps.models import ModelConfig
-from exactps.networks import PRESETS, EPSDenoiser
+from exactps.networks import EPSDenoiser
 from exactps.objectives import weighted_mse
 from exactps.seeds import TrainSeed, derive_seed
 from exactps.train import TrainConfig, Trainer, run_training
 from exactps.train.batches import StepBatches
 
-CLASSES = ["dark", "light"]
-
 
 @pytest.fixture
 def small(monkeypatch):
-    small = replace(PRESETS["adm-64"], img_resolution=16, model_channels=64, channel_mult=(1, 2), num_blocks=1,
-                    attn_resolutions=(8,), dropout=0.0)  # fmt: skip
-    monkeypatch.setitem(PRESETS, "adm-64", small)
-
-
-def class_folder(root, per_class: int = 3):
-    """``root/dark`` and ``root/light``, ``per_class`` 16x16 PNGs each; the class is in the pixel values."""
-    rng = np.random.default_rng(0)
-    for k, name in enumerate(CLASSES):
-        (root / name).mkdir(parents=True)
-        for i in range(per_class):
-            pixels = rng.integers(0, 100, (16, 16, 3)) + 150 * k  # dark: 0..99, light: 150..249
-            Image.fromarray(pixels.astype(np.uint8)).save(root / name / f"{i}.png")
-    return root
-
-
-def _random_adm(seed: int = 0) -> torch.nn.Module:
-    torch.manual_seed(seed)
-    net = build_admunet("adm-64")
-    with torch.no_grad():  # every weight random, the zero-initialised output layer and the labels included
-        for p in net.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    return net.eval()
+    shrink_adm(monkeypatch)
 
 
 def _folder_model(source: torch.nn.Module) -> ADMUNetDenoiser:
@@ -99,7 +75,7 @@ def test_step_batches_carry_each_images_own_label(tmp_path):
 
 
 def test_labels_reach_the_network_as_deepinvs_one_hot_labels(small):
-    source = _random_adm()
+    source = random_adm()
     model = _folder_model(source)
     x = 0.6 * torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(1))
     sigma, labels = torch.tensor([0.3, 1.0, 4.0]), torch.tensor([7, 0, 999])
@@ -126,7 +102,7 @@ def test_labels_reach_the_network_as_deepinvs_one_hot_labels(small):
 def test_the_training_loss_uses_each_images_label(small):
     """The trainer's held-out loss of labelled images equals the EDM loss of deepinv's network with the
     one-hot labels, the draws replayed from the shard's seed; permuted labels give another loss."""
-    source = _random_adm(2)
+    source = random_adm(2)
     cfg = TrainConfig(objective="denoiser", tasks=("none",), sigma_y=0.05, batch_size=2, steps=1, warmup_steps=0)
     trainer = Trainer(_folder_model(source), cfg, device="cpu", show_progress=False)
     x0 = 0.5 * torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(3))

@@ -35,6 +35,7 @@ __all__ = [
     "ClassLabelsError",
     "LabelledImages",
     "class_names",
+    "fit_class_labels",
     "split_labels",
     "with_class_labels",
 ]
@@ -105,7 +106,7 @@ class ClassFolder(ImageFolder):
         return LabelledImages(super().__getitem__(index), torch.tensor(self.labels[index]))
 
 
-def _fit_batch(labels: Tensor, batch: int) -> Tensor:
+def fit_class_labels(labels: Tensor, batch: int) -> Tensor:
     """``labels`` for ``batch`` images: as they are, or one label shared by all."""
     if labels.shape[0] == batch:
         return labels
@@ -121,6 +122,6 @@ def with_class_labels(denoiser: Callable[..., Tensor], labels: Tensor | None) ->
         return denoiser
 
     def call(m: Tensor, *args: Any) -> Tensor:
-        return denoiser(m, *args, class_labels=_fit_batch(labels.to(m.device), m.shape[0]))
+        return denoiser(m, *args, class_labels=fit_class_labels(labels.to(m.device), m.shape[0]))
 
     return call

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from exactps.batch import check_sigma_y
+from exactps.classes import FOLDER_LABELS, ClassLabelsError, fit_class_labels, with_class_labels
 from exactps.interpolants import Interpolant, X0Predictor, get_interpolant
 from exactps.loading import LoadedModel
 from exactps.networks import PRESETS
@@ -28,6 +29,7 @@ from exactps.samplers import SAMPLERS, sample
 
 __all__ = [
     "SampleMemoryError",
+    "check_class_labels_for",
     "check_measures",
     "check_operator_for",
     "check_sample_memory",
@@ -148,9 +150,28 @@ def _generator(generator: torch.Generator | int | None, device: torch.device) ->
 
 
 def _predictor(
-    loaded: LoadedModel, interp: Interpolant, operator: LinearOperator | None, y: Tensor | None, sigma_y: Tensor | float
+    loaded: LoadedModel,
+    interp: Interpolant,
+    operator: LinearOperator | None,
+    y: Tensor | None,
+    sigma_y: Tensor | float,
+    labels: Tensor | None = None,
 ) -> X0Predictor:
-    return loaded.spec.predictor(loaded.model, interp, operator, y, sigma_y)
+    return loaded.spec.predictor(with_class_labels(loaded.model, labels), interp, operator, y, sigma_y)
+
+
+def check_class_labels_for(loaded: LoadedModel, class_labels: Tensor | None) -> None:
+    """Raise :class:`~exactps.classes.ClassLabelsError` (before any work) for a network that takes the class
+    of each image (``class_labels == "folder"``) without labels, or for labels given to a network that
+    takes none."""
+    choice = loaded.model_config.class_labels
+    if choice == FOLDER_LABELS and class_labels is None:
+        raise ClassLabelsError(
+            f"class-conditional prior used without labels: {loaded.source} takes the class of each image "
+            "(class_labels=: indices (B,) or label vectors (B, K))"
+        )
+    if choice is None and class_labels is not None:
+        raise ClassLabelsError(f"{loaded.source} is not class-conditional: it takes no class labels")
 
 
 def _element_size(dtype: torch.dtype) -> int:
@@ -196,6 +217,7 @@ def posterior_samples(
     interpolant: str = "ve",
     generator: torch.Generator | int | None = None,
     batch_size: int | None = None,
+    class_labels: Tensor | None = None,
 ) -> Tensor:
     """``num_samples`` samples of ``p(x0 | y)`` for each of the ``B`` measurements ``y``: ``(num_samples, B, C, H, W)``.
 
@@ -207,8 +229,11 @@ def posterior_samples(
     :func:`fitting_call_size`); the samples depend on it, as the generator's draws are consumed call by
     call. The operator and ``y`` are moved to the model's device. Images of any size ``H x W`` work (the
     networks pad them, :meth:`~exactps.networks.EPSDenoiser.run_unet`); a request that cannot fit is a
-    :class:`SampleMemoryError` before anything is allocated.
+    :class:`SampleMemoryError` before anything is allocated. ``class_labels`` is the class of each
+    measurement (indices ``(B,)`` or label vectors ``(B, K)``; one for all, or ``(num_samples,)`` prior
+    samples) for a class-conditional network, which needs them (:func:`check_class_labels_for`).
     """
+    check_class_labels_for(loaded, class_labels)
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; choose one of {sorted(SAMPLERS)}")
     interp = get_interpolant(interpolant)
@@ -230,10 +255,14 @@ def posterior_samples(
     if operator is None:
         if y is not None:
             raise ValueError("y was given without an operator")
-        prior = _predictor(loaded, interp, None, None, 0.0)
+        labels = None if class_labels is None else fit_class_labels(class_labels.to(device), num_samples)
         dtype = next(loaded.model.parameters()).dtype
         batch_size = sampler_call_size(loaded, num_samples, loaded.img_shape, batch_size, 0, dtype)
-        return draw(lambda _: prior, num_samples, loaded.img_shape, dtype).unsqueeze(1)
+
+        def prior(sl: slice) -> X0Predictor:
+            return _predictor(loaded, interp, None, None, 0.0, None if labels is None else labels[sl])
+
+        return draw(prior, num_samples, loaded.img_shape, dtype).unsqueeze(1)
     check_operator_for(loaded, operator)
     if y is None:
         raise ValueError("an operator was given without the measurement y")
@@ -246,6 +275,7 @@ def posterior_samples(
     operator.check_measurement(y, "y")  # shape, dtype and batch (one operator, or one per measurement)
     sy = check_sigma_y(sigma_y, y)
     batch, shape = y.shape[0], operator.img_shape
+    labels = None if class_labels is None else fit_class_labels(class_labels.to(device), batch)
     meas = math.prod(operator.meas_shape) if operator.batch == 1 else 0
     per_call = num_samples * batch if operator.batch == 1 else num_samples  # images of one sampler call, uncapped
     cap = None if batch_size is None else min(per_call, batch_size)
@@ -254,13 +284,16 @@ def posterior_samples(
     if operator.batch == 1:  # one flat batch: sample k of measurement b is image k * B + b
         ys = y.repeat(num_samples, *([1] * (y.ndim - 1)))
         sys = sy.repeat(num_samples) if sy.numel() > 1 else sy
+        ls = None if labels is None else labels.repeat(num_samples, *([1] * (labels.ndim - 1)))
 
         def flat(sl: slice) -> X0Predictor:
-            return _predictor(loaded, interp, operator, ys[sl], sys[sl] if sys.numel() > 1 else sys)
+            return _predictor(loaded, interp, operator, ys[sl], sys[sl] if sys.numel() > 1 else sys,
+                              None if ls is None else ls[sl])  # fmt: skip
 
         return draw(flat, num_samples * batch, shape, y.dtype).reshape(num_samples, batch, *shape)
     per_element = []  # one operator per measurement (masks, kernels): each measurement's samples together
     for b in range(batch):
-        predict = _predictor(loaded, interp, operator.select(b), y[b : b + 1], sy[b] if sy.numel() > 1 else sy)
+        label = None if labels is None else labels[b : b + 1]
+        predict = _predictor(loaded, interp, operator.select(b), y[b : b + 1], sy[b] if sy.numel() > 1 else sy, label)
         per_element.append(draw(lambda _, p=predict: p, num_samples, shape, y.dtype))
     return torch.stack(per_element, dim=1)

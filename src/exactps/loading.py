@@ -44,7 +44,15 @@ from exactps.published import get_published, is_published, published_state_dict
 from exactps.runtime import default_device
 from exactps.tasks import NO_MEASUREMENT
 
-__all__ = ["LoadedModel", "export_diffusers", "export_model", "load_diffusers", "load_model", "load_published"]
+__all__ = [
+    "LoadedModel",
+    "export_diffusers",
+    "export_model",
+    "load_diffusers",
+    "load_model",
+    "load_published",
+    "published_model_config",
+]
 
 
 @dataclass
@@ -260,6 +268,15 @@ def _build(weights: _Weights, device: torch.device, dtype: torch.dtype) -> nn.Mo
     return model.to(device=device, dtype=dtype).eval().requires_grad_(False)
 
 
+def published_model_config(name: str, class_labels: str | None = None) -> ModelConfig:
+    """The :class:`~exactps.models.ModelConfig` of the published prior ``name`` as :func:`load_published` builds
+    it, without fetching anything; :class:`~exactps.admunet.ClassLabelsError` for a class-conditional prior
+    without ``class_labels`` (or ``class_labels`` for one that takes none)."""
+    prior = get_published(name)
+    check_class_labels(PRESETS[prior.preset].model_type, class_labels, f"the published prior {name}")
+    return ModelConfig(prior.preset, prior.channels, "none", prior.sigma_data, prior.resolution, None, class_labels)
+
+
 def load_published(
     name: str,
     device: torch.device | str | None = None,
@@ -271,8 +288,7 @@ def load_published(
     prior needs ``class_labels`` (:data:`exactps.admunet.CLASS_LABELS`); without it
     :class:`~exactps.admunet.ClassLabelsError` is raised before anything is fetched."""
     prior = get_published(name)
-    check_class_labels(PRESETS[prior.preset].model_type, class_labels, f"the published prior {name}")
-    config = ModelConfig(prior.preset, prior.channels, "none", prior.sigma_data, prior.resolution, None, class_labels)
+    config = published_model_config(name, class_labels)
     state = {f"net.{k}": v for k, v in published_state_dict(name).items()}
     weights = _Weights(state, "denoiser", config, Path(name), True, None, None, {"data": prior.data})
     dev = torch.device(device) if device is not None else default_device()

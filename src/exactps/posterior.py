@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from exactps.batch import as_batch, check_sigma_y, per_batch
+from exactps.classes import with_class_labels
 from exactps.covariance import IsotropicNoise, PivotNoise
 from exactps.interpolants import Interpolant, as_time, eps_from_x0, score_from_x0
 from exactps.operators.base import LinearOperator
@@ -101,7 +102,9 @@ class PosteriorPredictor:
     """``(x_t, t) -> E[x0 | x_t, y] = D(m(x_t, y, t); S_t)``: EPS for any sampler.
 
     With ``operator=None`` it is the prior's x0-predictor ``D(x_t/a; (s/a)^2 I)``, so the same
-    samplers draw from the prior and from the posterior.
+    samplers draw from the prior and from the posterior. ``class_labels``: the class of each image (indices
+    ``(B,)`` or label vectors ``(B, K)``, or one for all) for a class-conditional denoiser, passed as
+    ``denoiser(m, noise, class_labels=)`` (:func:`exactps.classes.with_class_labels`).
     """
 
     denoiser: Denoiser
@@ -109,10 +112,15 @@ class PosteriorPredictor:
     operator: LinearOperator | None = None
     y: Tensor | None = None
     sigma_y: float | Tensor = 0.0
+    class_labels: Tensor | None = None
+
+    def denoise(self, m: Tensor, noise: PivotNoise) -> Tensor:
+        """The denoiser at ``(m, noise)``, with the class labels when there are any."""
+        return with_class_labels(self.denoiser, self.class_labels)(m, noise)
 
     def __call__(self, x_t: Tensor, t: Tensor) -> Tensor:
         m, noise = pivot(self.interp, x_t, t, self.operator, self.y, self.sigma_y)
-        return self.denoiser(m, noise)
+        return self.denoise(m, noise)
 
 
 def isotropic_level(noise: PivotNoise, like: Tensor) -> Tensor:
@@ -146,7 +154,7 @@ class ZeroShotPredictor(PosteriorPredictor):
 
     def __call__(self, x_t: Tensor, t: Tensor) -> Tensor:
         m, noise = pivot(self.interp, x_t, t, self.operator, self.y, self.sigma_y)
-        return self.denoiser(m, IsotropicNoise(isotropic_level(noise, m).sqrt()))
+        return self.denoise(m, IsotropicNoise(isotropic_level(noise, m).sqrt()))
 
 
 def posterior_x0(

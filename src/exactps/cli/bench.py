@@ -12,7 +12,9 @@ from pathlib import Path
 
 import torch
 
+from exactps.admunet import CLASS_LABELS, EDM_ADM_MODEL_TYPE, IMAGENET_CLASSES, LABEL_CHOICES
 from exactps.checkpoint import list_checkpoints
+from exactps.classes import FOLDER_LABELS, ClassLabelsError, class_names
 from exactps.cli.options import THREADS_HELP, csv_list, device
 from exactps.data import ImageFolder, builtin_crops
 from exactps.evaluation import (
@@ -47,11 +49,14 @@ from exactps.imagebench import (
     run_image_benchmark,
     write_results,
 )
+from exactps.imagebench.problems import image_labels
 from exactps.imagebench.scoring import check_metrics
 from exactps.images import save_grid
-from exactps.loading import load_model
+from exactps.loading import load_model, load_published, published_model_config
 from exactps.mixture_fit import load_mixture
-from exactps.published import published_names
+from exactps.models import ModelConfig
+from exactps.networks import PRESETS
+from exactps.published import get_published, is_published, published_names
 from exactps.runtime import cpu_name
 from exactps.samplers import SAMPLERS
 from exactps.tasks import NO_MEASUREMENT, STANDARD_TASKS, get_task
@@ -211,6 +216,15 @@ def _add_images(bench: argparse._SubParsersAction) -> None:
         f"{', '.join(published_names())}",
     )
     p.add_argument("--eps", type=Path, nargs="*", default=[], metavar="MODEL", help="EPS models")
+    p.add_argument(
+        "--class-labels",
+        choices=LABEL_CHOICES,
+        default=None,
+        help="the class labels of class-conditional models (edm-imagenet64-cond, runs trained with "
+        f"--class-labels {FOLDER_LABELS}), which they need: {FOLDER_LABELS} (the true class of each image: --test "
+        "and --val have one sub-folder per class, numbered as the model's training classes, or for the "
+        "published prior all 1000 ImageNet classes, sorted), or uniform / zero (the same label vector for every image)",
+    )
     p.add_argument("--conditional", type=Path, nargs="*", default=[], metavar="MODEL", help="conditional models")
     p.add_argument("--tasks", type=csv_list(), default=list(d.tasks), help=f"default {','.join(d.tasks)}")
     p.add_argument("--sigma-y", type=float, default=d.sigma_y, help=f"measurement noise (default {d.sigma_y})")
@@ -260,18 +274,32 @@ def run_images(args: argparse.Namespace) -> int:
         raise ValueError("--zero-shot-nfe runs the zero-shot pivot on the --prior: give one")
     if config.tune and args.prior is not None and config.baselines and args.val is None:
         raise ValueError("tuning the baselines needs --val DIR (validation images), or --no-tune")
-    prior = load_model(args.prior, device=args.device) if args.prior is not None else None
+    if args.prior is None and not args.eps and not args.conditional:
+        raise ValueError("give --prior (for the baselines), --eps or --conditional models")
+    published = _published_class_conditional(args.prior, args.class_labels)  # refused before any fetch
+    prior = load_model(args.prior, device=args.device) if args.prior is not None and published is None else None
     eps = [load_model(p, device=args.device) for p in args.eps]
     conditional = [load_model(p, device=args.device) for p in args.conditional]
-    first = next((m for m in (prior, *eps, *conditional) if m is not None), None)
-    if first is None:
-        raise ValueError("give --prior (for the baselines), --eps or --conditional models")
+    configs = [(str(m.source), m.model_config) for m in (prior, *eps, *conditional) if m is not None]
+    configs += [(args.prior, published)] if published is not None else []
+    classes = _bench_classes(configs, args.class_labels, args.test)
+    if published is not None:
+        prior = load_published(args.prior, device=args.device, class_labels=args.class_labels)
+    models = [m for m in (prior, *eps, *conditional) if m is not None]
+    first = models[0]
     size, channels = first.resolution, first.model_config.channels
     test = load_images(args.test, config.images, size, channels)
     val = load_images(args.val, config.val_images, size, channels) if config.tune and args.val else None
+    labels = {}
+    if args.class_labels is not None:
+        choice = args.class_labels
+        labels["test_labels"] = _image_labels(choice, classes, args.test, config.images, size, channels)
+        if val is not None:
+            labels["val_labels"] = _image_labels(choice, classes, args.val, config.val_images, size, channels)
     scorer = Scorer(metrics, args.lpips_weights, device=first.device)
     start = time.perf_counter()
-    results = run_image_benchmark(config, test, prior, eps, conditional, val, scorer, progress=not args.no_progress)
+    results = run_image_benchmark(config, test, prior, eps, conditional, val, scorer, progress=not args.no_progress,
+                                  **labels)  # fmt: skip
     results.environment.update(torch=torch.__version__, cpu=cpu_name(), threads=torch.get_num_threads())
     print(format_results(results))
     print(f"\n({time.perf_counter() - start:.0f} s on {results.environment['device']}, {cpu_name()})")
@@ -279,6 +307,60 @@ def run_images(args: argparse.Namespace) -> int:
         for path in write_results(results, args.out, args.grid_scale)[2:]:  # the tables say so themselves
             print(f"wrote {path}")
     return 0
+
+
+def _published_class_conditional(spec: str | None, class_labels: str | None) -> ModelConfig | None:
+    """The configuration of ``--prior`` when it is a published class-conditional prior (None otherwise),
+    with the ``--class-labels`` choice: :class:`~exactps.classes.ClassLabelsError` without one, before
+    anything is fetched."""
+    if spec is None or not is_published(spec) or PRESETS[get_published(spec).preset].model_type != EDM_ADM_MODEL_TYPE:
+        return None
+    return published_model_config(spec, class_labels)
+
+
+def _bench_classes(models: Sequence[tuple[str, ModelConfig]], choice: str | None, test: Path) -> list[str] | None:
+    """The class names that number the test images' classes with ``--class-labels folder`` (None with
+    another choice): the training classes recorded with the models (all the same), else for the published
+    prior the sorted sub-folders of ``--test``, which must be all of ImageNet's. ``ClassLabelsError`` before
+    any work: a model that takes per-image labels without ``--class-labels``, or ``--class-labels`` without
+    a class-conditional model."""
+    conditional = [config for _, config in models if config.class_labels is not None]
+    if choice is None:
+        needy = [source for source, config in models if config.class_labels == FOLDER_LABELS]
+        if needy:
+            raise ClassLabelsError(
+                f"class-conditional prior used without labels: {', '.join(needy)} take(s) the class of each "
+                f"image; pass --class-labels {FOLDER_LABELS} (the true class, from class sub-folders of --test "
+                f"and --val) or --class-labels {' or '.join(CLASS_LABELS)}"
+            )
+        return None
+    if not conditional:
+        raise ClassLabelsError(f"--class-labels {choice}: none of the models is class-conditional")
+    if choice != FOLDER_LABELS:
+        return None
+    recorded = {tuple(config.class_names) for config in conditional if config.class_names}
+    if len(recorded) > 1:
+        raise ClassLabelsError("the class-conditional models were trained on different classes: benchmark them apart")
+    if recorded:
+        return list(recorded.pop())
+    names = class_names(test)
+    if len(names) != IMAGENET_CLASSES:
+        raise ClassLabelsError(
+            f"--class-labels {FOLDER_LABELS}: the published prior numbers ImageNet's {IMAGENET_CLASSES} classes in "
+            f"sorted order, but --test {test} has {len(names)} class sub-folders: give it all {IMAGENET_CLASSES} "
+            "(empty ones count), so that every class keeps its index"
+        )
+    return names
+
+
+def _image_labels(
+    choice: str, classes: list[str] | None, folder: Path, n: int, size: int, channels: int
+) -> torch.Tensor:
+    """The labels of the first ``n`` images of ``folder``: their class indices (``folder``), or the fixed
+    label vector of :data:`~exactps.admunet.CLASS_LABELS` for each."""
+    if choice == FOLDER_LABELS:
+        return image_labels(folder, n, size, channels, classes or [])
+    return CLASS_LABELS[choice](n, IMAGENET_CLASSES, torch.empty(()))
 
 
 def _model_paths(paths: Sequence[Path], every: bool) -> list[Path]:

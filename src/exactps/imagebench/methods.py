@@ -12,6 +12,7 @@
   pivot and the closest isotropic noise level (:class:`~exactps.posterior.ZeroShotPredictor`);
 * the measurement's image-space view (ridge ``A^+ y``), the no-model reference.
 
+A class-conditional network gets the class of each image (:attr:`Problem.labels`, :func:`labels_for`).
 A method draws one sample per image per call; the benchmark calls it ``J`` times with the generators
 ``derive_seed(seed, BenchSeed.SAMPLE, task, j)``, the same for every method.
 """
@@ -26,6 +27,7 @@ import torch
 from torch import Tensor
 
 from exactps.baselines import BASELINES, DAPS_PRESETS, published_settings
+from exactps.classes import with_class_labels
 from exactps.imagebench.problems import Problem
 from exactps.interpolants import VE, VPLinear
 from exactps.loading import LoadedModel
@@ -40,6 +42,7 @@ __all__ = [
     "baseline_budgets",
     "baseline_method",
     "budget_nfe",
+    "labels_for",
     "model_methods",
     "reference_method",
     "zero_shot_methods",
@@ -96,6 +99,11 @@ class Method:
     show_std: bool = False
 
 
+def labels_for(loaded: LoadedModel, problem: Problem) -> Tensor | None:
+    """The class labels ``loaded`` gets on ``problem``: the problem's for a class-conditional network, else None."""
+    return problem.labels if loaded.model_config.class_labels is not None else None
+
+
 def _model_label(loaded: LoadedModel) -> str:
     source = loaded.source
     return source.parent.parent.name if source.parent.name == "checkpoints" else source.stem
@@ -108,7 +116,8 @@ def _model_draw(loaded: LoadedModel, nfe: int, sampler: str, predictor: Predicto
 
     @torch.no_grad()
     def draw(problem: Problem, generator: torch.Generator) -> tuple[Tensor, int, int]:
-        predict = factory(loaded.model, interp, problem.operator, problem.y, problem.sigma_y)
+        model = with_class_labels(loaded.model, labels_for(loaded, problem))
+        predict = factory(model, interp, problem.operator, problem.y, problem.sigma_y)
         shape = tuple(problem.x0.shape)
         if nfe == 1:  # one call at the top noise level: E[x0 | y]
             x = initial_noise(interp, shape, generator, problem.x0.dtype, problem.x0.device)
@@ -153,7 +162,7 @@ def baseline_method(prior: LoadedModel, name: str, task: str, budget: Mapping[st
     kwargs = {**published_settings(name, task), **budget, **(overrides or {})}
 
     def draw(problem: Problem, generator: torch.Generator) -> tuple[Tensor, int, int]:
-        predict = PosteriorPredictor(prior.model, interp)
+        predict = PosteriorPredictor(prior.model, interp, class_labels=labels_for(prior, problem))
         shape = tuple(problem.x0.shape)
         x_init = initial_noise(interp, shape, generator, problem.x0.dtype, problem.x0.device)
         out = fn(predict, interp, problem.operator, problem.y, problem.sigma_y, x_init, generator=generator, **kwargs)

@@ -7,24 +7,27 @@ and the noise of ``y = A x0 + s_y n`` from ``derive_seed(seed, BenchSeed.NOISE, 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
+from exactps.classes import ClassFolder
 from exactps.data import ImageFolder
 from exactps.images import check_not_smaller
 from exactps.operators import LinearOperator
 from exactps.seeds import BenchSeed, derive_seed, task_key
 from exactps.tasks import get_task, make_task_operator
 
-__all__ = ["Problem", "load_images", "make_problem"]
+__all__ = ["Problem", "image_labels", "load_images", "make_problem"]
 
 
 @dataclass
 class Problem:
-    """The measurements ``y = A x0 + s_y n`` of one task on the images ``x0`` ``(N, C, H, W)``."""
+    """The measurements ``y = A x0 + s_y n`` of one task on the images ``x0`` ``(N, C, H, W)``; ``labels``:
+    their classes (indices ``(N,)`` or label vectors ``(N, K)``) for class-conditional networks, else None."""
 
     task: str
     x0: Tensor
@@ -32,6 +35,7 @@ class Problem:
     y: Tensor
     sigma_y: float
     names: list[str]
+    labels: Tensor | None = None
 
     @property
     def img_shape(self) -> tuple[int, int, int]:
@@ -39,7 +43,8 @@ class Problem:
 
     def to(self, device: torch.device | str) -> Problem:
         op, x0, y = self.operator.to(device), self.x0.to(device), self.y.to(device)
-        return Problem(self.task, x0, op, y, self.sigma_y, self.names)
+        labels = None if self.labels is None else self.labels.to(device)
+        return Problem(self.task, x0, op, y, self.sigma_y, self.names, labels)
 
 
 def load_images(folder: str | Path, n: int, size: int, channels: int = 3) -> tuple[Tensor, list[str]]:
@@ -58,9 +63,25 @@ def load_images(folder: str | Path, n: int, size: int, channels: int = 3) -> tup
     return torch.stack([dataset.load(i) for i in range(n)]), [p.name for p in files]
 
 
-def make_problem(task: str, x0: Tensor, names: list[str], sigma_y: float, seed: int, purpose: int = 0) -> Problem:
+def image_labels(folder: str | Path, n: int, size: int, channels: int, classes: Sequence[str]) -> Tensor:
+    """The class indices ``(n,)`` of the images :func:`load_images` reads from ``folder`` (the first ``n``,
+    sorted by path), numbered by ``classes``: the folder has one sub-folder per class
+    (:class:`~exactps.classes.ClassFolder`; ``ClassLabelsError`` otherwise)."""
+    return torch.tensor(ClassFolder(folder, size, channels, classes, flip=False).labels[:n])
+
+
+def make_problem(
+    task: str,
+    x0: Tensor,
+    names: list[str],
+    sigma_y: float,
+    seed: int,
+    purpose: int = 0,
+    labels: Tensor | None = None,
+) -> Problem:
     """The operators and measurements of ``task`` for the images ``x0`` (``purpose``: 0 for the test
-    images, :attr:`BenchSeed.VALIDATION` for the validation images, so that the two never share draws)."""
+    images, :attr:`BenchSeed.VALIDATION` for the validation images, so that the two never share draws),
+    with the images' class ``labels`` (None without)."""
     get_task(task)
     key = task_key(task)
     prefix = (seed, purpose) if purpose else (seed,)
@@ -69,4 +90,4 @@ def make_problem(task: str, x0: Tensor, names: list[str], sigma_y: float, seed: 
     if op is None:
         raise ValueError(f"task {task!r} has no measurement: the image benchmark restores measurements")
     g_noise = torch.Generator().manual_seed(derive_seed(*prefix, BenchSeed.NOISE, key))
-    return Problem(task, x0, op, op.measure(x0, sigma_y, g_noise), float(sigma_y), list(names))
+    return Problem(task, x0, op, op.measure(x0, sigma_y, g_noise), float(sigma_y), list(names), labels)

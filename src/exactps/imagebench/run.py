@@ -12,11 +12,13 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from exactps.classes import with_class_labels
 from exactps.imagebench.methods import (
     BASELINE_BUDGETS,
     Method,
     baseline_budgets,
     baseline_method,
+    labels_for,
     model_methods,
     reference_method,
     zero_shot_methods,
@@ -24,6 +26,7 @@ from exactps.imagebench.methods import (
 from exactps.imagebench.problems import Problem, make_problem
 from exactps.imagebench.scoring import Aggregate, Scorer, aggregate
 from exactps.imagebench.tuning import TuningResult, tune
+from exactps.inference import check_class_labels_for
 from exactps.interpolants import VE
 from exactps.loading import LoadedModel
 from exactps.posterior import PosteriorPredictor
@@ -143,8 +146,9 @@ def eps_step_overhead(model: LoadedModel, problem: Problem, repeats: int = 11) -
     interp = VE()
     x = problem.x0 + torch.randn_like(problem.x0)
     t = torch.full((x.shape[0],), float(interp.t_from_ratio(torch.tensor(1.0, dtype=torch.float64))), device=x.device)
-    eps = model.spec.predictor(model.model, interp, problem.operator, problem.y, problem.sigma_y)
-    bare = PosteriorPredictor(model.model, interp)
+    net = with_class_labels(model.model, labels_for(model, problem))
+    eps = model.spec.predictor(net, interp, problem.operator, problem.y, problem.sigma_y)
+    bare = PosteriorPredictor(net, interp)
     times: dict[str, list[float]] = {"eps": [], "bare": []}
     for _ in range(repeats + 1):  # the first round warms up
         for name, fn in (("eps", eps), ("bare", bare)):
@@ -195,9 +199,13 @@ def run_image_benchmark(
     validation: tuple[Tensor, list[str]] | None = None,
     scorer: Scorer | None = None,
     progress: bool = True,
+    test_labels: Tensor | None = None,
+    val_labels: Tensor | None = None,
 ) -> BenchResults:
     """Every method on every task of ``config``: the same test images, operators, noise and sampler
-    seeds for all; baselines tuned on ``validation`` only. ``scorer`` defaults to ``config.metrics``."""
+    seeds for all; baselines tuned on ``validation`` only. ``scorer`` defaults to ``config.metrics``.
+    ``test_labels`` / ``val_labels``: the class of each test / validation image (indices ``(N,)`` or label
+    vectors ``(N, K)``), which every class-conditional model needs (``ClassLabelsError`` before any work)."""
     config.validate()
     models = [m for m in (prior, *eps, *conditional) if m is not None]
     if not models:
@@ -207,6 +215,11 @@ def run_image_benchmark(
     for m in models:
         if m.img_shape != tuple(x0.shape[1:]):
             raise ValueError(f"{m.source} works on {m.img_shape} images but the test images are {tuple(x0.shape[1:])}")
+    for m in models:  # every class-conditional model gets the labels of the test (and validation) images
+        if m.model_config.class_labels is not None:
+            check_class_labels_for(m, test_labels)
+            if m is prior and validation is not None and config.tune:
+                check_class_labels_for(m, val_labels)
     for m in (*eps, *conditional):
         if not m.spec.measures:
             raise ValueError(f"{m.source} is an unconditional model ({m.objective}): pass it as the prior")
@@ -221,10 +234,10 @@ def run_image_benchmark(
     results = []
     bar = tqdm(total=len(config.tasks), unit="task", disable=not progress, desc="bench images")
     for task in config.tasks:
-        problem = make_problem(task, x0, names, config.sigma_y, config.seed).to(device)
+        problem = make_problem(task, x0, names, config.sigma_y, config.seed, labels=test_labels).to(device)
         val = None
         if validation is not None and config.tune:
-            val = make_problem(task, validation[0], validation[1], config.sigma_y, config.seed, BenchSeed.VALIDATION)
+            val = make_problem(task, *validation, config.sigma_y, config.seed, BenchSeed.VALIDATION, val_labels)
             val = val.to(device)
         bar.set_postfix(task=task, step="tuning")
         methods, tuning = _methods(task, prior, eps, conditional, config, val)
