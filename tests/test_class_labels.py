@@ -18,10 +18,11 @@ from helpers import CLASSES, class_folder, random_adm, shrink_adm
 from PIL import Image
 
 from exactps.admunet import ADMUNetDenoiser
-from exactps.classes import ClassFolder, ClassLabelsError, LabelledImages, class_names, with_class_labels
+from exactps.classes import ClassLabelsError, LabelledImages, with_class_labels
 from exactps.cli.train import add_train_arguments
 from exactps.cli.train import run as train_main
 from exactps.covariance import IsotropicNoise
+from exactps.data import ClassFolder, class_names
 from exactps.loading import load_model
 from exactps.models import ModelConfig
 from exactps.networks import EPSDenoiser

@@ -14,7 +14,7 @@ name (:class:`ClassLabelsError`) before any work; ``class_labels`` (``ModelConfi
 * ``folder`` (:data:`~exactps.classes.FOLDER_LABELS`): the true class of each image, passed with every call
   (``model(m, noise, class_labels=)``: class indices ``(B,)``, one-hot encoded here, or label vectors
   ``(B, K)``; :func:`exactps.classes.with_class_labels`), read from a folder with one sub-folder per class
-  (:class:`exactps.classes.ClassFolder`); a call without them is a :class:`ClassLabelsError`;
+  (:class:`exactps.data.ClassFolder`); a call without them is a :class:`ClassLabelsError`;
 * ``uniform``: ``l = 1/K`` in every class, so ``E l`` is the mean class embedding (the network never saw
   it in training: an approximation of the unconditional prior, not EDM's model of it);
 * ``zero``: ``l = 0``, no class embedding at all (also never seen in training).

@@ -9,6 +9,8 @@ pixel values ``u`` in ``[0, 1]``), the convention of the denoisers (data std ``s
 - :func:`builtin_crops` / :class:`BuiltinCrops`: random crops of the photographs that ship inside
   scikit-image (no download), for tests and small training demos; :class:`BuiltinSource` draws them
   endlessly.
+- :class:`ClassFolder`: the same with one sub-folder per class (the ImageNet layout), each item the image and
+  its class index (:class:`exactps.classes.LabelledImages`); :func:`class_names` numbers the classes.
 - :func:`open_data`: ``builtin`` or a folder, as training reads it. Per-step batches are built on
   these by :mod:`exactps.train.batches`, with the seeds of :mod:`exactps.seeds`.
 """
@@ -31,6 +33,7 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from exactps.classes import ClassLabelsError, LabelledImages
 from exactps.seeds import BUILTIN_ITEM_STRIDE
 
 __all__ = [
@@ -39,10 +42,12 @@ __all__ = [
     "TRAIN_FRACTION",
     "BuiltinCrops",
     "BuiltinSource",
+    "ClassFolder",
     "ImageFolder",
     "builtin_crops",
     "builtin_face_crops",
     "builtin_image",
+    "class_names",
     "load_image",
     "open_data",
 ]
@@ -218,6 +223,48 @@ class ImageFolder(Dataset):
         return x
 
 
+def class_names(root: str | Path) -> list[str]:
+    """The classes of ``root``: its sub-folders (hidden ones excepted), sorted; ``ClassLabelsError`` naming
+    the folder if it has none (a folder of images without classes)."""
+    path = Path(root)
+    if not path.is_dir():
+        raise ClassLabelsError(f"class labels from {root}: it is not a folder")
+    names = sorted(p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not names:
+        raise ClassLabelsError(
+            f"class labels from {root}: it has no class sub-folders (expected one folder of images per class, "
+            "the ImageNet layout)"
+        )
+    return names
+
+
+class ClassFolder(ImageFolder):
+    """The images of ``root/<class>/...`` with their class indices: ``self[i]`` is :class:`LabelledImages`.
+
+    ``classes`` numbers the classes (default: :func:`class_names` of ``root``); every sub-folder of
+    ``root`` must be one of them (``ClassLabelsError`` otherwise), and images directly in ``root`` are
+    refused (they have no class). ``kw`` are :class:`~exactps.data.ImageFolder`'s options.
+    """
+
+    def __init__(self, root: str | Path, size: int, channels: int = 3, classes: Sequence[str] | None = None, **kw: Any):
+        self.classes = list(classes) if classes is not None else class_names(root)
+        unknown = sorted(set(class_names(root)) - set(self.classes))
+        if unknown:
+            raise ClassLabelsError(
+                f"{root} has class sub-folders {unknown[:5]} that are not among the {len(self.classes)} classes "
+                f"the network was trained with ({self.classes[:5]}...)"
+            )
+        super().__init__(root, size, channels, **kw)
+        index = {name: k for k, name in enumerate(self.classes)}
+        outside = [f for f in self.files if f.parent == self.root]
+        if outside:
+            raise ClassLabelsError(f"{outside[0]} is not in a class sub-folder of {root}: its class is unknown")
+        self.labels = [index[f.relative_to(self.root).parts[0]] for f in self.files]
+
+    def __getitem__(self, index: int) -> LabelledImages:  # type: ignore[override]
+        return LabelledImages(super().__getitem__(index), torch.tensor(self.labels[index]))
+
+
 # -- built-in photographs ----------------------------------------------------------------------------
 
 
@@ -377,10 +424,8 @@ def open_data(spec: str, size: int, channels: int = 3, classes: Sequence[str] | 
     """``"builtin"`` -> :class:`BuiltinSource`; a ``.safetensors`` Gaussian-mixture file (written by
     :func:`exactps.mixture_fit.save_mixture`) -> the mixture, sampled afresh at every step; a directory ->
     :class:`exactps.data.ImageFolder`, or with ``classes`` (class names in index order) a folder with one
-    sub-folder per class, whose items carry their class (:class:`exactps.classes.ClassFolder`)."""
+    sub-folder per class, whose items carry their class (:class:`ClassFolder`)."""
     if classes is not None:
-        from exactps.classes import ClassFolder  # lazy: exactps.classes builds on this module
-
         return ClassFolder(spec, size, channels, classes)
     if spec == "builtin":
         return BuiltinSource(size, channels)

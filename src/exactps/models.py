@@ -69,7 +69,7 @@ class ModelConfig:
     vector of a class-conditional network (a name of :data:`exactps.admunet.CLASS_LABELS`; None for the
     others, and a class-conditional network without it is refused: :class:`~exactps.admunet.ClassLabelsError`);
     with ``class_labels == "folder"`` (per-image labels), ``class_names`` are the classes in index order
-    (:func:`exactps.classes.class_names` of the training folder), so that any folder read for this network
+    (:func:`exactps.data.class_names` of the training folder), so that any folder read for this network
     later is numbered the same way.
     """
 

@@ -14,9 +14,9 @@ import torch
 
 from exactps.admunet import CLASS_LABELS, EDM_ADM_MODEL_TYPE, IMAGENET_CLASSES, LABEL_CHOICES
 from exactps.checkpoint import list_checkpoints
-from exactps.classes import FOLDER_LABELS, ClassLabelsError, class_names
+from exactps.classes import FOLDER_LABELS, ClassLabelsError
 from exactps.cli.options import THREADS_HELP, csv_list, device
-from exactps.data import ImageFolder, builtin_crops
+from exactps.data import ImageFolder, builtin_crops, class_names
 from exactps.evaluation import (
     DrawSpec,
     comparison_rows,

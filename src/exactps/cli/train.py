@@ -14,9 +14,9 @@ import torch.distributed as dist
 
 from exactps.admunet import IMAGENET_CLASSES, LABEL_CHOICES, check_class_labels
 from exactps.checkpoint import checkpoint_step, list_checkpoints
-from exactps.classes import FOLDER_LABELS, ClassLabelsError, class_names
+from exactps.classes import FOLDER_LABELS, ClassLabelsError
 from exactps.cli.options import THREADS_HELP, csv_list
-from exactps.data import open_data
+from exactps.data import class_names, open_data
 from exactps.diffusers_unet import DIFFUSERS_PRESET, DiffusersBackbone, is_diffusers_folder, read_diffusers_folder
 from exactps.models import OBJECTIVES, ModelConfig, get_objective
 from exactps.networks import CONDITIONINGS, PRESETS

@@ -14,8 +14,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from exactps.classes import ClassFolder
-from exactps.data import ImageFolder
+from exactps.data import ClassFolder, ImageFolder
 from exactps.images import check_not_smaller
 from exactps.operators import LinearOperator
 from exactps.seeds import BenchSeed, derive_seed, task_key
@@ -66,7 +65,7 @@ def load_images(folder: str | Path, n: int, size: int, channels: int = 3) -> tup
 def image_labels(folder: str | Path, n: int, size: int, channels: int, classes: Sequence[str]) -> Tensor:
     """The class indices ``(n,)`` of the images :func:`load_images` reads from ``folder`` (the first ``n``,
     sorted by path), numbered by ``classes``: the folder has one sub-folder per class
-    (:class:`~exactps.classes.ClassFolder`; ``ClassLabelsError`` otherwise)."""
+    (:class:`~exactps.data.ClassFolder`; ``ClassLabelsError`` otherwise)."""
     return torch.tensor(ClassFolder(folder, size, channels, classes, flip=False).labels[:n])
 
 

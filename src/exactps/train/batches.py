@@ -33,7 +33,7 @@ __all__ = [
     "micro_batches",
 ]
 
-#: A micro-batch: images ``(B, C, H, W)``, or images with their class indices (a :class:`~exactps.classes.ClassFolder`).
+#: A micro-batch: images ``(B, C, H, W)``, or images with their class indices (a :class:`~exactps.data.ClassFolder`).
 Batch = Tensor | LabelledImages
 
 

@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from exactps.admunet import IMAGENET_CLASSES
-from exactps.classes import FOLDER_LABELS, ClassFolder, ClassLabelsError, with_class_labels
+from exactps.classes import FOLDER_LABELS, ClassLabelsError, with_class_labels
+from exactps.data import ClassFolder
 from exactps.models import ModelConfig, build_model, get_objective, load_pretrained
 from exactps.networks import PRESETS, BackbonePreset, count_parameters
 from exactps.objectives import sigma_y_range
