@@ -8,19 +8,17 @@ the key names are deepinv's ``ADMUNet``'s. The reference is deepinv's own EDM de
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
 
 import pytest
 import torch
-from helpers import HubServer
+from helpers import HubServer, random_adm, shrink_adm
 
-from exactps.admunet import ADMUNetDenoiser, ClassLabelsError, build_admunet
+from exactps.admunet import ADMUNetDenoiser, ClassLabelsError
 from exactps.cli.train import add_train_arguments
 from exactps.cli.train import run as train_main
 from exactps.covariance import IsotropicNoise
 from exactps.loading import load_model, load_published
 from exactps.models import ModelConfig, build_model
-from exactps.networks import PRESETS
 from exactps.operators import Inpaint, random_masks
 
 NAME = "edm-imagenet64-cond"
@@ -31,18 +29,7 @@ VECTORS = {"uniform": torch.full((2, 1000), 1e-3), "zero": torch.zeros(2, 1000)}
 
 @pytest.fixture
 def small(monkeypatch):
-    small = replace(PRESETS["adm-64"], img_resolution=16, model_channels=64, channel_mult=(1, 2), num_blocks=1,
-                    attn_resolutions=(8,), dropout=0.0)  # fmt: skip
-    monkeypatch.setitem(PRESETS, "adm-64", small)
-
-
-def _source(seed: int = 0) -> torch.nn.Module:
-    torch.manual_seed(seed)
-    net = build_admunet("adm-64")
-    with torch.no_grad():  # every weight random, the zero-initialised output layer and the labels included
-        for p in net.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    return net.eval()
+    shrink_adm(monkeypatch)
 
 
 def _x(seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
@@ -51,7 +38,7 @@ def _x(seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
 
 @pytest.mark.parametrize("labels", sorted(VECTORS))
 def test_zero_new_weights_is_edms_class_conditional_denoiser(small, labels):
-    source = _source()
+    source = random_adm()
     model = ADMUNetDenoiser("adm-64", 3, "map", 0.5, labels).eval()
     missing = model.load_backbone(source.state_dict())
     assert sorted("net." + k for k in missing) == sorted(model.conditioning_keys()) and len(missing) == 2
