@@ -1,8 +1,10 @@
 """Put the tables of several ``exactps bench exactness --out OUT`` runs side by side (one column per task):
 
-    python scripts/exactness_tables.py OUT1.json OUT2.json ... [--plot FIG.png] > tables.md
+    python scripts/exactness_tables.py OUT1.json OUT2.json ... [--plot FIG.png] [--paired] > tables.md
 
 Rows keep each run's order; the header states each run's sample counts; --plot draws error vs cost.
+``OUT.json:LABEL`` renames that run's denoisers (e.g. ``learned-eps5000.json:"learned, 5000 steps"``);
+--paired prints one SW2 / floor table with a column per (task, denoisers) instead.
 """
 
 from __future__ import annotations
@@ -11,15 +13,21 @@ import json
 import sys
 from pathlib import Path
 
-from exactps.exactbench.report import format_rows, plot_rows
+from exactps.exactbench.report import format_paired, format_rows, plot_rows
 
 
 def main(args: list[str]) -> None:
     plot = args[args.index("--plot") + 1] if "--plot" in args else None
-    paths = [a for i, a in enumerate(args) if a != "--plot" and (i == 0 or args[i - 1] != "--plot")]
+    paired = "--paired" in args
+    paths = [a for i, a in enumerate(args) if not a.startswith("--") and (i == 0 or args[i - 1] != "--plot")]
     rows, headers = [], []
-    for path in paths:
+    for spec in paths:
+        path, _, label = spec.partition(".json:")
+        path = path if path.endswith(".json") else path + ".json"
         data = json.loads(open(path).read())
+        if label:
+            for r in data["summary"]:
+                r["denoisers"] = label if r["denoisers"] != "oracle" else r["denoisers"]
         cfg = data["config"]
         tasks = ",".join(dict.fromkeys(r["task"] for r in data["summary"]))
         headers.append(
@@ -27,7 +35,7 @@ def main(args: list[str]) -> None:
             f"{cfg['n_samples']} samples per run, floor over {cfg['n_refs']} exact pairs"
         )
         rows += data["summary"]
-    print(format_rows(rows, "\n".join(headers)))
+    print("\n".join(headers) + "\n\n" + format_paired(rows) if paired else format_rows(rows, "\n".join(headers)))
     if plot is not None:
         plot_rows(rows, Path(plot))
 

@@ -36,8 +36,25 @@ train patch-eps "$EPS_STEPS" --objective eps --sigma-y 0.05 --init "$OUT/patch-p
 # 3. the measurement: oracle and learned denoisers on the same measurements of the patch mixture; the
 #    baselines tuned once with the oracle (--tune-with first); DPS at 250 steps and no DAPS to fit a CPU.
 [ -e "$OUT/learned-exactness.json" ] || exactps bench exactness --mixture "$GMM" \
-    --learned-prior "$OUT/patch-prior" --learned-eps "$OUT/patch-eps" \
+    --learned-prior "$OUT/patch-prior" --learned-eps "$OUT/patch-eps/checkpoints/step-000002000.json" \
     --tasks "${TASKS:-sr4,inpaint-box,deblur-gauss}" --baselines dps:250,pigdm,ddrm,diffpir,ddnm,mpgd \
     --eps ve:dpmpp-2m:10,ve:dpmpp-2m:20,ve:heun:35 --tune-with first \
     --measurements "${MEASUREMENTS:-3}" --runs 1 --tuning-measurements 1 --samples 100 --refs 8 \
     --threads "$THREADS" --no-progress --out "$OUT/learned-exactness" > "$OUT/learned-exactness.log" 2>&1
+
+# 4. does EPS's error shrink with its network's? EPS trained on to 5000 steps, measured alone (learned
+#    denoisers only, the same measurements and seeds), and each network's gap to the exact denoiser.
+exactps train --resume "$OUT/patch-eps" --steps 5000 --threads "$THREADS" --no-progress >> "$OUT/patch-eps.log" 2>&1
+EPS5000="$OUT/patch-eps/checkpoints/step-000005000.json"
+[ -e "$OUT/learned-eps5000.json" ] || exactps bench exactness --mixture "$GMM" --learned-prior "$OUT/patch-prior" \
+    --learned-eps "$EPS5000" --no-oracle --no-tune --tasks "${TASKS:-sr4,inpaint-box,deblur-gauss}" --baselines ddrm \
+    --eps ve:dpmpp-2m:10,ve:dpmpp-2m:20,ve:heun:35 --measurements "${MEASUREMENTS:-3}" --runs 1 --samples 100 --refs 8 \
+    --threads "$THREADS" --no-progress --out "$OUT/learned-eps5000" > "$OUT/learned-eps5000.log" 2>&1
+for t in sr4 inpaint-box deblur-gauss; do
+    for step in 2000 5000; do
+        python scripts/denoiser_gap.py --mixture "$GMM" --model "$OUT/patch-eps/checkpoints/step-00000${step}.json" \
+            --task "$t" --images 1000 --sigmas 0.05,0.2,1,5,20 > "$OUT/gap-eps${step}-$t.md"
+    done
+done
+python scripts/denoiser_gap.py --mixture "$GMM" --model "$OUT/patch-prior" --images 1000 --sigmas 0.05,0.2,1,5,20 \
+    > "$OUT/gap-prior.md"

@@ -26,6 +26,7 @@ from exactps.exactbench import (
     write_result,
 )
 from exactps.exactbench.methods import baseline_method, eps_method, exact_method, prior_method
+from exactps.exactbench.report import format_paired
 from exactps.mixture_fit import save_mixture
 from exactps.priors import GaussianMixture
 from exactps.seeds import ExactBenchSeed
@@ -143,6 +144,8 @@ def test_run_reports_means_with_standard_errors_over_measurements(tmp_path):
     text = format_summary(result)
     assert "±" in text and "n = 3 measurements x 2 runs" in text
     assert "gmm/oracle inpaint-box ddrm: chose" in format_tuning(result)
+    paired = format_paired(result.summary())
+    assert "| method | NFE | VJP | inpaint-box oracle |" in paired and paired.count("\n") == 1 + len(methods)
     write_result(result, tmp_path / "out")
     saved = json.loads((tmp_path / "out.json").read_text())
     assert saved["config"]["measurements"] == 3 and len(saved["records"]) == len(result.records)

@@ -14,7 +14,16 @@ import torch
 from exactps.exactbench.run import ExactBenchResult
 from exactps.files import atomic_write_text
 
-__all__ = ["format_rows", "format_summary", "format_tuning", "plot_rows", "plot_summary", "result_json", "write_result"]
+__all__ = [
+    "format_paired",
+    "format_rows",
+    "format_summary",
+    "format_tuning",
+    "plot_rows",
+    "plot_summary",
+    "result_json",
+    "write_result",
+]
 
 
 def _cell(stat: dict[str, float] | None) -> str:
@@ -66,6 +75,20 @@ def format_rows(rows: list[dict[str, Any]], header: str = "") -> str:
                 f"(exact samples: the 'exact posterior' row)",
             )
             out += _block(block, "W2", f"{prior} prior, {dn} denoisers: W2(fitted Gaussian, exact posterior)")
+    return "\n".join(out)
+
+
+def format_paired(rows: list[dict[str, Any]], metric: str = "sw2/floor") -> str:
+    """One table of ``metric``: a row per method, a column per (task, denoisers), e.g. the same method on the
+    oracle and on learned denoisers side by side (rows of one prior)."""
+    cols = list(dict.fromkeys((r["task"], r["denoisers"]) for r in rows))
+    head = " | ".join(f"{t} {d}" for t, d in cols)
+    out = [f"| method | NFE | VJP | {head} |", "|" + "---|" * (3 + len(cols))]
+    for method in dict.fromkeys(r["method"] for r in rows):
+        cells = {(r["task"], r["denoisers"]): r for r in rows if r["method"] == method}
+        first = next(iter(cells.values()))
+        vals = " | ".join(_cell(cells[c].get(metric)) if c in cells else "" for c in cols)
+        out.append(f"| {method} | {first['nfe']} | {first['vjp']} | {vals} |")
     return "\n".join(out)
 
 
