@@ -498,7 +498,8 @@ def run_exactness(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     say = None if args.no_progress else (lambda msg: print(f"  {msg}", file=sys.stderr, flush=True))
     save = None if args.out is None else (lambda partial: write_result(partial, args.out))  # rows so far
-    result = run_exactbench(cfg, denoisers, mixture, "patch mixture" if mixture is not None else "mixture", say, save)
+    name = f"mixture {args.mixture.stem}" if args.mixture is not None else "mixture"
+    result = run_exactbench(cfg, denoisers, mixture, name, say, save)
     print(format_summary(result))
     print(format_tuning(result))
     print(f"\n({time.perf_counter() - start:.0f} s on {torch.get_num_threads()} CPU threads, {cpu_name()})")
