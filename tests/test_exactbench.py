@@ -107,6 +107,9 @@ def test_tuning_picks_the_best_point_and_ranks_failures_last(gmm_problem):
     assert result.scores[2][1] == math.inf and any("failed" in str(w.message) for w in caught)
     best = min(result.scores, key=lambda s: s[1])
     assert result.chosen == best[0] and result.measurements == 1
+    # a budget's parameters are not searched: DDRM's steps grid is dropped at a fixed step count
+    fixed = tune_baseline(oracle_denoisers(), "ddrm", problems, {"steps": 5}, {"ddrm": {"steps": Grid((20, 100))}})
+    assert [p for p, _ in fixed.scores] == [{}]
 
 
 def test_every_method_uses_the_same_draws_and_counts_its_cost(gmm_problem):

@@ -1,3 +1,6 @@
+import copy
+import pickle
+
 import pytest
 import torch
 
@@ -156,3 +159,5 @@ def test_gmm_denoiser_keeps_each_operators_factorisation_apart_interleaved():
         fresh = GaussianMixture(prior.weights, prior.means, prior.covs, prior.img_shape)
         torch.testing.assert_close(prior.denoise(m, noise), fresh.denoise(m, noise), rtol=0, atol=1e-12)
     assert len(prior._operator_cache) == 2
+    for clone in (copy.deepcopy(prior), pickle.loads(pickle.dumps(prior))):
+        assert clone._operator_cache == {} and torch.equal(clone.covs, prior.covs)

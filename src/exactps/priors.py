@@ -97,6 +97,13 @@ class GaussianMixture:
     def dim(self) -> int:
         return self.means.shape[1]
 
+    def __getstate__(self) -> dict:
+        """Pickling and deep copies leave the operator cache behind (it holds weak references)."""
+        return {k: v for k, v in self.__dict__.items() if k != "_operator_cache"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, _operator_cache={})
+
     @staticmethod
     def random(
         img_shape: tuple[int, ...],

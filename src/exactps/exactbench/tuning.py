@@ -80,11 +80,13 @@ def tune_baseline(
     progress: Callable[[str], None] | None = None,
 ) -> TuningResult:
     """Search ``grids[name]`` on the tuning ``problems`` (with their scorers) at ``budget`` (e.g. a step
-    count; a grid's own ``steps`` overrides it) and return the best point."""
+    count, which is then not searched) and return the best point."""
     if not problems:
         raise ValueError("tuning needs at least one tuning measurement")
+    # a budget fixes its parameters (e.g. steps): they are not searched
+    grid = {k: g for k, g in grids.get(name, {}).items() if k not in (budget or {})}
     scores = []
-    for point in candidates(name, problems[0][0].task, grids.get(name, {})):
+    for point in candidates(name, problems[0][0].task, grid):
         scores.append((point, _score_point(denoisers, name, point, budget or {}, problems)))
         if progress is not None:
             progress(f"tune {name} {problems[0][0].task} {point}: {scores[-1][1]:.3f}")
