@@ -286,3 +286,25 @@ def class_folder(root: Path, per_class: int = 3, size: int = 16) -> Path:
             pixels = rng.integers(0, 100, (size, size, 3)) + 150 * k  # dark: 0..99, light: 150..249
             Image.fromarray(pixels.astype(np.uint8)).save(root / name / f"{i}.png")
     return root
+
+
+def checkpointed_pair(
+    model: nn.Module, ckpt: nn.Module, first_layer, m: torch.Tensor, noise
+) -> tuple[list, list, list]:
+    """Run ``model`` and its gradient-checkpointed copy ``ckpt`` forward and backward on ``(m, noise)`` under
+    the same random draws (dropout masks); return both outputs, both ``[(name, grad)]`` lists, and how many
+    times ``first_layer(net)`` (a layer inside a checkpointed block) ran in each: ``[1, 2]`` when the block is
+    recomputed in the backward pass."""
+    outs, grads, calls = [], [], []
+    for net in (model, ckpt):
+        torch.manual_seed(3)
+        net.zero_grad()
+        count: list[int] = []
+        handle = first_layer(net).register_forward_hook(lambda *_, count=count: count.append(1))
+        out = net(m, noise)
+        out.square().mean().backward()
+        handle.remove()
+        outs.append(out.detach())
+        grads.append([(name, p.grad.clone()) for name, p in net.named_parameters()])
+        calls.append(len(count))
+    return outs, grads, calls

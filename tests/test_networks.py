@@ -7,6 +7,7 @@ from dataclasses import replace
 
 import pytest
 import torch
+from helpers import checkpointed_pair
 
 from exactps.admunet import EDM_ADM_MODEL_TYPE, build_admunet
 from exactps.covariance import IsotropicNoise, MatrixFreeNoise
@@ -392,19 +393,11 @@ def test_gradient_checkpointing_gives_the_same_values_and_gradients(model_type):
     model.net.enc["16x16_conv"].extra_weight.data.normal_(0, 0.1)
     ckpt = checkpoint_blocks(copy.deepcopy(model))
     _, m, noise, _ = _inpaint_noise(0.05)
-    grads, calls = [], []
-    for net in (model, ckpt):
-        torch.manual_seed(3)  # the same dropout masks (none in tiny) and draws
-        net.zero_grad()
-        inner = next(b for b in net.modules() if type(b).__name__ == "UNetBlock").conv0
-        count = []
-        handle = inner.register_forward_hook(lambda *_, count=count: count.append(1))
-        out = net(m, noise)
-        out.square().mean().backward()
-        handle.remove()
-        grads.append((out.detach(), [p.grad.clone() for p in net.parameters()]))
-        calls.append(len(count))
-    torch.testing.assert_close(grads[1], grads[0], rtol=1e-5, atol=1e-7)
+    outs, grads, calls = checkpointed_pair(
+        model, ckpt, lambda net: next(b for b in net.modules() if type(b).__name__ == "UNetBlock").conv0, m, noise
+    )
+    torch.testing.assert_close(outs[1], outs[0], rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close([g for _, g in grads[1]], [g for _, g in grads[0]], rtol=1e-5, atol=1e-7)
     assert calls == [1, 2]  # the checkpointed block ran again in the backward pass
     wrapped = [b for b in ckpt.modules() if getattr(b, "_checkpointed", False)]
     assert wrapped and len(wrapped) == sum(type(b).__name__ == "UNetBlock" for b in model.modules())

@@ -9,6 +9,7 @@ import copy
 import numpy as np
 import pytest
 import torch
+from helpers import checkpointed_pair
 
 from exactps.covariance import IsotropicNoise
 from exactps.interpolants import VE, VPDiscrete, x0_from_eps, x0_from_vpred
@@ -182,21 +183,14 @@ def test_gradient_checkpointing_of_the_adm_blocks_gives_the_same_values_and_grad
     x0 = torch.rand(1, *SHAPE, generator=torch.Generator().manual_seed(1)) * 2 - 1
     rho, s_y = torch.tensor([0.8]), torch.tensor([0.1])
     m, noise = Inpaint(masks, SHAPE).pivot(x0 + rho * torch.randn_like(x0), rho, Inpaint(masks, SHAPE).A(x0), s_y)
-    outs, calls = [], []
-    for net in (model, ckpt):
-        first = next(b for b in net.modules() if isinstance(b, ResBlock)).in_layers
-        count: list[int] = []
-        handle = first.register_forward_hook(lambda *_, count=count: count.append(1))
-        torch.manual_seed(3)  # the same dropout masks (DiffUNet's dropout is 0.1)
-        out = net(m, noise)
-        out.square().mean().backward()
-        handle.remove()
-        outs.append(out.detach())
-        calls.append(len(count))
+    # the same dropout masks in both runs (DiffUNet's dropout is 0.1)
+    outs, grads, calls = checkpointed_pair(
+        model, ckpt, lambda net: next(b for b in net.modules() if isinstance(b, ResBlock)).in_layers, m, noise
+    )
     torch.testing.assert_close(outs[1], outs[0], rtol=1e-5, atol=1e-6)
     assert calls == [1, 2]
-    for (name, p), q in zip(model.named_parameters(), ckpt.parameters(), strict=True):
-        torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-7, msg=name)
+    for (name, p), (_, q) in zip(grads[0], grads[1], strict=True):
+        torch.testing.assert_close(q, p, rtol=1e-4, atol=1e-7, msg=name)
     blocks = [b for b in ckpt.modules() if isinstance(b, ResBlock | AttentionBlock)]
     assert len(blocks) > 20 and all(getattr(b, "_checkpointed", False) for b in blocks)
     model.eval(), ckpt.eval()
