@@ -191,11 +191,15 @@ def run_exactbench(
     say = progress or (lambda _msg: None)
     for task in cfg.tasks:
         for pname, pr in priors.items():
-            held_out = _problems(pr, task, "tuning", cfg.tuning_measurements, cfg) if cfg.tune else []
+            held_out = (
+                [(p, Scorer(p)) for p in _problems(pr, task, "tuning", cfg.tuning_measurements, cfg)]
+                if cfg.tune
+                else []
+            )
             problems = [(p, Scorer(p)) for p in _problems(pr, task, "report", cfg.measurements, cfg)]
             for k, dn in enumerate(denoisers):
                 if cfg.tune and (k == 0 or cfg.tune_with == "each"):
-                    tuning = [(p.with_dtype(dn.dtype), Scorer(p)) for p in held_out]
+                    tuning = [(p.with_dtype(dn.dtype), scorer) for p, scorer in held_out]
                     result.tuning[(pname, dn.label, task)] = {
                         name: tune_baseline(dn, name, tuning, _budget(cfg, name), EXACTNESS_GRIDS, say)
                         for name in cfg.baselines
@@ -217,10 +221,10 @@ def _run_rows(
     say: Callable[[str], None],
 ) -> None:
     cfg = result.config
+    views = [problem.with_dtype(dn.dtype) for problem, _ in problems]  # the denoisers' dtype, once per problem
     for method in _methods(cfg, dn, task, result.tuning.get((prior_name, dn.label, task), {})):
         result.settings.setdefault(f"{prior_name}/{dn.label}/{task}", {})[method.name] = method.settings
-        for i, (problem, scorer) in enumerate(problems):
-            view = problem.with_dtype(dn.dtype)
+        for i, ((problem, scorer), view) in enumerate(zip(problems, views, strict=True)):
             for run in range(cfg.runs):
                 start = time.perf_counter()
                 x, nfe, vjp = method.draw(view, problem.generator(ExactBenchSeed.SAMPLER, run))
