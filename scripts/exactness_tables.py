@@ -9,17 +9,20 @@ Rows keep each run's order; the header states each run's sample counts; --plot d
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 from pathlib import Path
 
 from exactps.exactbench.report import format_paired, format_rows, plot_rows
 
 
-def main(args: list[str]) -> None:
-    plot = args[args.index("--plot") + 1] if "--plot" in args else None
-    paired = "--paired" in args
-    paths = [a for i, a in enumerate(args) if not a.startswith("--") and (i == 0 or args[i - 1] != "--plot")]
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("runs", nargs="+", metavar="OUT.json[:LABEL]")
+    p.add_argument("--plot", type=Path, default=None, help="also draw error vs cost")
+    p.add_argument("--paired", action="store_true", help="one table, a column per (task, denoisers)")
+    args = p.parse_args()
+    paths, plot, paired = args.runs, args.plot, args.paired
     rows, headers = [], []
     for spec in paths:
         path, _, label = spec.partition(".json:")
@@ -37,8 +40,8 @@ def main(args: list[str]) -> None:
         rows += data["summary"]
     print("\n".join(headers) + "\n\n" + format_paired(rows) if paired else format_rows(rows, "\n".join(headers)))
     if plot is not None:
-        plot_rows(rows, Path(plot))
+        plot_rows(rows, plot)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()
